@@ -1,0 +1,284 @@
+//! Configuration: one struct, filled from defaults, then from the standard environment.
+//!
+//! Every knob has a default that works on a laptop with nothing else running: JSON logs at
+//! `info`, OTLP over gRPC to `http://localhost:4317`, W3C `tracecontext,baggage` propagation.
+//! [`TelemetryConfig::from_env`] then applies the variables a deployment sets, using the names
+//! and meanings of the [OpenTelemetry SDK environment variable specification][spec]
+//! (`OTEL_*`) plus the common `RUST_LOG` and `LOG_FORMAT`.
+//!
+//! [spec]: https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
+
+use std::time::Duration;
+
+/// Where log lines go and how they look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line on stdout (`timestamp`, `level`, `target`, `message`, `service`,
+    /// and `trace_id`/`span_id` inside a span). See [`crate::logging`].
+    #[default]
+    Json,
+    /// Multi-line, coloured output for a human at a terminal.
+    Pretty,
+}
+
+/// The OTLP transport, as named by `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// `grpc`: OTLP/gRPC (tonic), default port 4317.
+    #[default]
+    Grpc,
+    /// `http/protobuf`: OTLP/HTTP with protobuf bodies, default port 4318; the signal paths
+    /// `/v1/traces` and `/v1/logs` are appended to the endpoint.
+    HttpProtobuf,
+}
+
+/// A configuration value that could not be understood. The message names the variable, the
+/// value and what is accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    /// The environment variable (or field) at fault.
+    pub variable: &'static str,
+    /// The rejected value.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+/// Everything [`crate::init`] needs. Build it with [`TelemetryConfig::new`] (defaults) or
+/// [`TelemetryConfig::from_env`] (defaults, then the environment), then adjust fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TelemetryConfig {
+    /// `service.name`; `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
+    /// overrides it. Also the `service` field of every log line.
+    pub service_name: String,
+    /// `service.namespace` resource attribute, if any.
+    pub service_namespace: Option<String>,
+    /// `service.version` resource attribute (usually `env!("CARGO_PKG_VERSION")` of the binary).
+    pub service_version: String,
+    /// `deployment.environment.name` resource attribute. Default `local`.
+    pub deployment_environment: String,
+    /// `RUST_LOG`: the [`EnvFilter`](tracing_subscriber::EnvFilter) directives for log lines
+    /// (stdout and OTLP). Default `info`.
+    pub log_filter: String,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// Directives selecting which `tracing` spans become OpenTelemetry spans. Kept apart from
+    /// [`log_filter`](Self::log_filter) on purpose: `RUST_LOG=warn` must quieten the logs
+    /// without deleting the server spans every trace hangs from. Default `info`.
+    pub span_filter: String,
+    /// `OTEL_SDK_DISABLED=true`: no OTLP export at all (logs and metrics still work).
+    pub sdk_disabled: bool,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of the collector. Default
+    /// `http://localhost:4317` (gRPC) or `http://localhost:4318` (HTTP).
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`.
+    pub otlp_protocol: OtlpProtocol,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds): the longest one export call may take.
+    /// Default 10 s.
+    pub export_timeout: Duration,
+    /// Export log records over OTLP as well as spans. Default `true`.
+    pub export_logs: bool,
+    /// `OTEL_PROPAGATORS`: comma-separated `tracecontext`, `baggage`, `none`. Default
+    /// `tracecontext,baggage`.
+    pub propagators: String,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export beyond this are dropped (and counted
+    /// in `otel_sdk_processor_span_processed_total{error_type="queue_full"}`), which bounds
+    /// memory while the collector is away. Default 2048.
+    pub max_queue_size: usize,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (milliseconds): how often a batch is sent. Default 1 s.
+    pub scheduled_delay: Duration,
+    /// How often, at most, a failing export is reported in the logs. Default 10 s.
+    pub export_error_log_interval: Duration,
+    /// The longest [`crate::TelemetryGuard::shutdown`] may spend flushing. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Install the global `metrics` recorder (Prometheus). Default `true`; turn off when the
+    /// process already has a recorder.
+    pub install_metrics_recorder: bool,
+}
+
+impl TelemetryConfig {
+    /// Defaults for `service_name`, ignoring the environment.
+    pub fn new(service_name: impl Into<String>) -> Self {
+        Self {
+            service_name: service_name.into(),
+            service_namespace: None,
+            service_version: "0.0.0".to_owned(),
+            deployment_environment: "local".to_owned(),
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Json,
+            span_filter: "info".to_owned(),
+            sdk_disabled: false,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Grpc,
+            export_timeout: Duration::from_secs(10),
+            export_logs: true,
+            propagators: "tracecontext,baggage".to_owned(),
+            max_queue_size: 2048,
+            scheduled_delay: Duration::from_secs(1),
+            export_error_log_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            install_metrics_recorder: true,
+        }
+    }
+
+    /// Defaults, then the process environment. Errors name the variable that is wrong.
+    pub fn from_env(service_name: impl Into<String>) -> Result<Self, ConfigError> {
+        Self::new(service_name).with_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Applies variables from any lookup function (the environment, a test map, a file).
+    /// Unset and empty variables keep the current value.
+    pub fn with_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("OTEL_SERVICE_NAME") {
+            self.service_name = v;
+        }
+        if let Some(v) = get("RUST_LOG") {
+            self.log_filter = v;
+        }
+        if let Some(v) = get("LOG_FORMAT") {
+            self.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" | "text" => LogFormat::Pretty,
+                _ => return Err(invalid("LOG_FORMAT", v, "`json` or `pretty`")),
+            };
+        }
+        if let Some(v) = get("OTEL_SDK_DISABLED") {
+            self.sdk_disabled = match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("OTEL_SDK_DISABLED", v, "`true` or `false`")),
+            };
+        }
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(invalid(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    v,
+                    "an http:// or https:// URL such as http://localhost:4317",
+                ));
+            }
+            self.otlp_endpoint = Some(v);
+        }
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            self.otlp_protocol = match v.trim() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                _ => {
+                    return Err(invalid(
+                        "OTEL_EXPORTER_OTLP_PROTOCOL",
+                        v,
+                        "`grpc` or `http/protobuf`",
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
+            self.export_timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", v)?;
+        }
+        if let Some(v) = get("OTEL_PROPAGATORS") {
+            self.propagators = v;
+        }
+        if let Some(v) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
+            self.max_queue_size = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid("OTEL_BSP_MAX_QUEUE_SIZE", v, "a positive integer"))?;
+        }
+        if let Some(v) = get("OTEL_BSP_SCHEDULE_DELAY") {
+            self.scheduled_delay = millis("OTEL_BSP_SCHEDULE_DELAY", v)?;
+        }
+        Ok(self)
+    }
+
+    /// The collector endpoint in use: the configured one or the protocol's default.
+    pub fn resolved_otlp_endpoint(&self) -> String {
+        match (&self.otlp_endpoint, self.otlp_protocol) {
+            (Some(e), _) => e.trim_end_matches('/').to_owned(),
+            (None, OtlpProtocol::Grpc) => "http://localhost:4317".to_owned(),
+            (None, OtlpProtocol::HttpProtobuf) => "http://localhost:4318".to_owned(),
+        }
+    }
+}
+
+fn invalid(variable: &'static str, value: String, expected: &'static str) -> ConfigError {
+    ConfigError {
+        variable,
+        value,
+        expected,
+    }
+}
+
+fn millis(variable: &'static str, value: String) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| invalid(variable, value, "a whole number of milliseconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TelemetryConfig::new("svc").with_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_otel_spec() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.service_name, "svc");
+        assert_eq!(c.resolved_otlp_endpoint(), "http://localhost:4317");
+        assert_eq!(c.otlp_protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.sdk_disabled);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = from(&[
+            ("OTEL_SERVICE_NAME", "other"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "250"),
+            ("LOG_FORMAT", "pretty"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("RUST_LOG", "warn,orders=debug"),
+        ])
+        .unwrap();
+        assert_eq!(c.service_name, "other");
+        assert_eq!(c.resolved_otlp_endpoint(), "http://localhost:4318");
+        assert_eq!(c.export_timeout, Duration::from_millis(250));
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert!(c.sdk_disabled);
+        assert_eq!(c.log_filter, "warn,orders=debug");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("LOG_FORMAT", "xml"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
+            ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ] {
+            let err = from(&[(k, v)]).unwrap_err();
+            assert_eq!(err.variable, k);
+            assert!(err.to_string().contains(v), "{err}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The export path, made safe for a collector that is slow, down or missing.
+//!
+//! A service must not slow down, grow without bound or flood its own logs because the
+//! OpenTelemetry Collector went away. The SDK's batch processor already exports off the request
+//! path; this module adds what it lacks:
+//!
+//! - [`BoundedSpanProcessor`] puts an exact, observable bound on the spans waiting for export.
+//!   The SDK drops spans when its channel is full but only keeps a private count; here every
+//!   drop is counted in `otel_sdk_processor_span_processed_total{error_type="queue_full"}`
+//!   (the [SDK self-observability metric][sdk-metrics] in Prometheus spelling).
+//! - [`ObservedSpanExporter`] and [`ObservedLogExporter`] count what was exported and what
+//!   failed (`otel_sdk_exporter_{span,log}_exported_total{error_type}`) and report failures in
+//!   the log **at most once per interval**, with the number of failures they held back.
+//!
+//! The failure reports use the target `telemetry::export`, which the OTLP log pipeline
+//! excludes: a report about a failing export must never itself be queued for that export.
+//!
+//! [sdk-metrics]: https://opentelemetry.io/docs/specs/semconv/otel/sdk-metrics/
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+use crate::metrics::{
+    OTEL_SDK_EXPORTER_LOG_EXPORTED, OTEL_SDK_EXPORTER_SPAN_EXPORTED,
+    OTEL_SDK_PROCESSOR_SPAN_PROCESSED,
+};
+
+/// The `tracing` target of export failure reports. Excluded from OTLP log export.
+pub const EXPORT_LOG_TARGET: &str = "telemetry::export";
+
+/// Reports export failures at most once per interval, counting the ones it held back.
+#[derive(Debug)]
+pub struct ErrorReporter {
+    signal: &'static str,
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl ErrorReporter {
+    /// A reporter for `signal` (`"traces"` or `"logs"`) that logs at most once per `interval`.
+    pub fn new(signal: &'static str, interval: Duration) -> Self {
+        Self {
+            signal,
+            interval,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one failed export of `items` items; logs a warning unless one was logged less
+    /// than `interval` ago. Returns whether a line was written.
+    pub fn report(&self, error: &OTelSdkError, items: usize) -> bool {
+        let now = Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = *last
+                && now.duration_since(t) < self.interval
+            {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            *last = Some(now);
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            target: EXPORT_LOG_TARGET,
+            signal = self.signal,
+            error = %error,
+            items,
+            suppressed_failures = suppressed,
+            report_interval_s = self.interval.as_secs_f64(),
+            "OTLP export failed; is the collector reachable? Further failures are reported at most once per interval"
+        );
+        true
+    }
+}
+
+/// The `error_type` label of a failed export.
+fn error_type(error: &OTelSdkError) -> &'static str {
+    match error {
+        OTelSdkError::Timeout(_) => "timeout",
+        OTelSdkError::AlreadyShutdown => "already_shutdown",
+        OTelSdkError::InternalFailure(_) => "export_failed",
+    }
+}
+
+/// Spans accepted by [`BoundedSpanProcessor`] and not yet handed to the exporter.
+#[derive(Clone, Debug, Default)]
+pub struct PendingSpans(Arc<AtomicUsize>);
+
+impl PendingSpans {
+    /// The current number of spans waiting for export.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A span processor that admits at most `max_queue_size` spans waiting for export and passes
+/// them to an inner processor (normally the SDK's `BatchSpanProcessor`, built with an
+/// [`ObservedSpanExporter`] sharing the same [`PendingSpans`] and a larger queue, so the inner
+/// queue can never overflow).
+#[derive(Debug)]
+pub struct BoundedSpanProcessor<P> {
+    inner: P,
+    pending: PendingSpans,
+    max_queue_size: usize,
+}
+
+impl<P: SpanProcessor> BoundedSpanProcessor<P> {
+    /// Wraps `inner`; `pending` must be the counter given to the exporter inside `inner`.
+    pub fn new(inner: P, pending: PendingSpans, max_queue_size: usize) -> Self {
+        Self {
+            inner,
+            pending,
+            max_queue_size,
+        }
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedSpanProcessor<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let before = self.pending.0.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_queue_size {
+            self.pending.0.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(OTEL_SDK_PROCESSOR_SPAN_PROCESSED, "error_type" => "queue_full")
+                .increment(1);
+            return;
+        }
+        metrics::counter!(OTEL_SDK_PROCESSOR_SPAN_PROCESSED).increment(1);
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// A span exporter that counts exported and failed spans, releases them from
+/// [`PendingSpans`], and reports failures through an [`ErrorReporter`].
+pub struct ObservedSpanExporter<E> {
+    inner: E,
+    pending: PendingSpans,
+    reporter: ErrorReporter,
+}
+
+impl<E> fmt::Debug for ObservedSpanExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedSpanExporter")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: SpanExporter> ObservedSpanExporter<E> {
+    /// Wraps `inner`; failures are logged at most once per `report_interval`.
+    pub fn new(inner: E, pending: PendingSpans, report_interval: Duration) -> Self {
+        Self {
+            inner,
+            pending,
+            reporter: ErrorReporter::new("traces", report_interval),
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        // The spans have left the queue: they no longer count against its bound.
+        let _ = self
+            .pending
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            });
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_SPAN_EXPORTED).increment(n as u64),
+            Err(e) => {
+                metrics::counter!(OTEL_SDK_EXPORTER_SPAN_EXPORTED, "error_type" => error_type(e))
+                    .increment(n as u64);
+                self.reporter.report(e, n);
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// A log exporter that counts exported and failed records and reports failures through an
+/// [`ErrorReporter`].
+pub struct ObservedLogExporter<E> {
+    inner: E,
+    reporter: ErrorReporter,
+}
+
+impl<E> fmt::Debug for ObservedLogExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedLogExporter")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: LogExporter> ObservedLogExporter<E> {
+    /// Wraps `inner`; failures are logged at most once per `report_interval`.
+    pub fn new(inner: E, report_interval: Duration) -> Self {
+        Self {
+            inner,
+            reporter: ErrorReporter::new("logs", report_interval),
+        }
+    }
+}
+
+impl<E: LogExporter> LogExporter for ObservedLogExporter<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let n = batch.iter().count();
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_LOG_EXPORTED).increment(n as u64),
+            Err(e) => {
+                metrics::counter!(OTEL_SDK_EXPORTER_LOG_EXPORTED, "error_type" => error_type(e))
+                    .increment(n as u64);
+                self.reporter.report(e, n);
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_reported_at_most_once_per_interval() {
+        let reporter = ErrorReporter::new("traces", Duration::from_secs(3600));
+        let err = OTelSdkError::InternalFailure("connection refused".into());
+        let written: usize = (0..500).filter(|_| reporter.report(&err, 1)).count();
+        assert_eq!(written, 1);
+        assert_eq!(reporter.suppressed.load(Ordering::Relaxed), 499);
+    }
+
+    #[test]
+    fn a_new_report_is_written_after_the_interval() {
+        let reporter = ErrorReporter::new("logs", Duration::from_millis(20));
+        let err = OTelSdkError::Timeout(Duration::from_secs(1));
+        assert!(reporter.report(&err, 1));
+        assert!(!reporter.report(&err, 1));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(reporter.report(&err, 1));
+        assert_eq!(reporter.suppressed.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,346 @@
+//! The SERVER span, the RED metrics and the request/trace id headers of every inbound request.
+//!
+//! Per request, [`ServerService`]:
+//! 1. extracts the caller's context (`traceparent`, `tracestate`, `baggage`) with the global
+//!    propagator: an invalid header starts a new trace, it never fails the request;
+//! 2. opens a SERVER span `"{METHOD} {http.route}"` with the semantic-convention attributes
+//!    (`http.request.method`, `http.route`, `url.path`, `url.scheme`, `server.address`,
+//!    `network.protocol.version`, `user_agent.original`), child of that context, and runs the
+//!    handler inside it;
+//! 3. keeps the caller's `x-request-id` (or creates one) and adds it and `x-trace-id` to the
+//!    response;
+//! 4. records `http.response.status_code`, marks the span Error on 5xx only (a 4xx is the
+//!    client's fault, not the server's: semantic conventions), and sets `error.type`;
+//! 5. records `http_server_request_duration_seconds` and `http_server_active_requests`.
+//!
+//! The route is the *template* (`/orders/{id}`), read from axum's `MatchedPath` (or an
+//! [`HttpRoute`] extension set by another router); a request that matched nothing gets
+//! [`UNMATCHED_ROUTE`](super::UNMATCHED_ROUTE), never its raw path.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+use opentelemetry::trace::TraceContextExt;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{
+    UNMATCHED_ROUTE, X_REQUEST_ID, X_TRACE_ID, method_for_span_name, method_label, protocol_version,
+};
+use crate::metrics::{HTTP_SERVER_ACTIVE_REQUESTS, HTTP_SERVER_REQUEST_DURATION};
+
+/// The route template of a request, as a request extension. Routers other than axum (or axum
+/// code that rewrites paths) can insert it before [`ServerService`] runs; it takes precedence
+/// over axum's `MatchedPath`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRoute(pub Cow<'static, str>);
+
+/// A [`Layer`] producing [`ServerService`]. Add it with axum's `Router::layer` so that the
+/// matched route is known when it runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerLayer {
+    _private: (),
+}
+
+impl ServerLayer {
+    /// The layer, using the global propagator and the global `metrics` recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerService { inner }
+    }
+}
+
+/// Instruments one inbound HTTP request; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ServerService<S> {
+    inner: S,
+}
+
+fn route_of<B>(req: &Request<B>) -> Cow<'static, str> {
+    if let Some(HttpRoute(route)) = req.extensions().get::<HttpRoute>() {
+        return route.clone();
+    }
+    #[cfg(feature = "axum")]
+    if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Cow::Owned(matched.as_str().to_owned());
+    }
+    Cow::Borrowed(UNMATCHED_ROUTE)
+}
+
+/// A request id we are willing to echo: visible ASCII, at most 128 bytes. Anything else is
+/// replaced, so a hostile header cannot bloat or corrupt our logs.
+fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+impl<S, B, RB> Service<Request<B>> for ServerService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let method = method_label(req.method());
+        let route = route_of(&req);
+        let parent = crate::propagation::extract_http(req.headers());
+
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .unwrap_or_default();
+        let (server_address, server_port) = split_host(host);
+        let span = tracing::info_span!(
+            target: "telemetry::http",
+            "HTTP request",
+            otel.name = %format_args!("{} {}", method_for_span_name(method), route),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = %route,
+            url.path = req.uri().path(),
+            url.scheme = req.uri().scheme_str().unwrap_or("http"),
+            server.address = (!server_address.is_empty()).then_some(server_address),
+            server.port = server_port.map(i64::from),
+            network.protocol.version = protocol_version(req.version()),
+            user_agent.original = req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+            error.type = Empty,
+        );
+        // Must happen before the span is entered or its context is read (tracing-opentelemetry).
+        let _ = span.set_parent(parent);
+        let trace_id = {
+            let cx = span.context();
+            let id = cx.span().span_context().trace_id();
+            (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+        };
+
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if acceptable_request_id(v) => v.clone(),
+            _ => {
+                let v = HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
+                    .expect("a UUID is a valid header value");
+                req.headers_mut().insert(X_REQUEST_ID.clone(), v.clone());
+                v
+            }
+        };
+
+        let active = ActiveRequest::start(method);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture {
+            inner: future,
+            state: Some(State {
+                span,
+                start,
+                method,
+                route,
+                trace_id,
+                request_id,
+                _active: active,
+            }),
+        }
+    }
+}
+
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    // `[::1]:8080`, `example.com:80`, `example.com`
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((addr, tail)) = rest.split_once(']')
+    {
+        return (addr, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// Increments `http_server_active_requests` now and decrements it when dropped, so a request
+/// cancelled mid-way (client went away) is not counted as active for ever.
+struct ActiveRequest(metrics::Gauge);
+
+impl ActiveRequest {
+    fn start(method: &'static str) -> Self {
+        let gauge = metrics::gauge!(HTTP_SERVER_ACTIVE_REQUESTS, "http_request_method" => method);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+struct State {
+    span: Span,
+    start: Instant,
+    method: &'static str,
+    route: Cow<'static, str>,
+    trace_id: Option<String>,
+    request_id: HeaderValue,
+    _active: ActiveRequest,
+}
+
+pin_project! {
+    /// The response future of [`ServerService`]: polls the handler inside the span, then
+    /// finishes the span and the metrics.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<State>,
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.state.as_ref().map(|s| s.span.enter());
+            match this.inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            }
+        };
+        let Some(state) = this.state.take() else {
+            return Poll::Ready(result);
+        };
+        let elapsed = state.start.elapsed().as_secs_f64();
+        let _entered = state.span.enter();
+        match result {
+            Ok(mut response) => {
+                let status = response.status();
+                let code = status.as_u16();
+                state
+                    .span
+                    .record("http.response.status_code", i64::from(code));
+                let error_type = status.is_server_error().then(|| status.as_str().to_owned());
+                if let Some(et) = &error_type {
+                    state.span.record("otel.status_code", "ERROR");
+                    state.span.record("error.type", et.as_str());
+                }
+                let headers = response.headers_mut();
+                headers.insert(X_REQUEST_ID.clone(), state.request_id.clone());
+                if let Some(id) = &state.trace_id
+                    && let Ok(v) = HeaderValue::try_from(id.as_str())
+                {
+                    headers.insert(X_TRACE_ID.clone(), v);
+                }
+                record_duration(
+                    state.method,
+                    state.route,
+                    code.to_string(),
+                    error_type.clone().unwrap_or_default(),
+                    elapsed,
+                );
+                if error_type.is_some() {
+                    tracing::error!(
+                        target: "telemetry::http",
+                        status_code = code,
+                        duration_s = elapsed,
+                        "request failed with a server error"
+                    );
+                } else {
+                    tracing::debug!(
+                        target: "telemetry::http",
+                        status_code = code,
+                        duration_s = elapsed,
+                        "request completed"
+                    );
+                }
+                Poll::Ready(Ok(response))
+            }
+            Err(e) => {
+                state.span.record("otel.status_code", "ERROR");
+                state.span.record("error.type", "_OTHER");
+                record_duration(
+                    state.method,
+                    state.route,
+                    String::new(),
+                    "_OTHER".to_owned(),
+                    elapsed,
+                );
+                tracing::error!(target: "telemetry::http", duration_s = elapsed, "request failed in the service stack");
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// Records `http_server_request_duration_seconds`. Every series carries the same four labels
+/// (`http_response_status_code` and `error_type` are empty when they do not apply, which
+/// Prometheus treats as absent) so strict OpenMetrics parsers accept the family.
+fn record_duration(
+    method: &'static str,
+    route: Cow<'static, str>,
+    status: String,
+    error_type: String,
+    seconds: f64,
+) {
+    let labels = [
+        metrics::Label::from_static_parts("http_request_method", method),
+        metrics::Label::new("http_route", route),
+        metrics::Label::new("http_response_status_code", status),
+        metrics::Label::new("error_type", error_type),
+    ];
+    metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, labels.iter()).record(seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_split_into_address_and_port() {
+        assert_eq!(split_host("example.com:8080"), ("example.com", Some(8080)));
+        assert_eq!(split_host("example.com"), ("example.com", None));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host("::1"), ("::1", None));
+        assert_eq!(split_host(""), ("", None));
+    }
+
+    #[test]
+    fn only_sane_request_ids_are_echoed() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
+        let long = "x".repeat(129);
+        assert!(!acceptable_request_id(
+            &HeaderValue::try_from(long).unwrap()
+        ));
+    }
+}

@@ -1,0 +1,437 @@
+//! The one call a service makes at start-up, and the guard that flushes at shutdown.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
+};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
+use crate::export::{
+    BoundedSpanProcessor, EXPORT_LOG_TARGET, ObservedLogExporter, ObservedSpanExporter,
+    PendingSpans,
+};
+use crate::logging::JsonFormat;
+use crate::metrics::{MetricsError, MetricsHandle};
+
+/// Targets whose spans and events never enter the OTLP pipelines: the exporter's own transport
+/// (an export that logs about itself would feed itself) and the SDK.
+const TRANSPORT_TARGETS: [&str; 11] = [
+    "h2",
+    "tonic",
+    "tonic_prost",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+];
+
+/// Why [`init`] failed. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `RUST_LOG` (or [`TelemetryConfig::span_filter`]) does not parse.
+    #[error(
+        "invalid log filter {filter:?} (RUST_LOG syntax, e.g. `info,my_crate=debug`): {source}"
+    )]
+    Filter {
+        /// The rejected directives.
+        filter: String,
+        /// The parser's complaint.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The OTLP exporter could not be built (bad endpoint URL, for instance).
+    #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
+    Exporter {
+        /// The endpoint in use.
+        endpoint: String,
+        /// What the exporter said.
+        reason: String,
+    },
+    /// The Prometheus recorder could not be installed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A global `tracing` subscriber was already set in this process.
+    #[error("a global tracing subscriber is already installed; call telemetry::init once, first")]
+    SubscriberAlreadySet,
+}
+
+/// Why [`TelemetryGuard::shutdown`] could not flush everything.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry shutdown incomplete: {0}")]
+pub struct ShutdownError(String);
+
+/// Initialises tracing, logs, metrics and propagation for the whole process.
+///
+/// - installs the global `tracing` subscriber: log lines to stdout ([`LogFormat`], filtered by
+///   `RUST_LOG`), spans to OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and
+///   events to OTLP logs (minus the exporter's own transport);
+/// - builds the OTLP span and log pipelines (batch export off the request path, bounded queue,
+///   failures counted and logged at most once per interval; see [`crate::export`]);
+/// - sets the global propagator from `OTEL_PROPAGATORS` (strict W3C parsers, see
+///   [`crate::propagation`]);
+/// - installs the Prometheus `metrics` recorder (see [`crate::metrics`]).
+///
+/// Call it once, early, **inside the tokio runtime** (the gRPC exporter registers its
+/// connection with the current runtime). Keep the returned guard alive for the life of the
+/// process and call [`TelemetryGuard::shutdown`] before exiting.
+///
+/// # Errors
+/// [`InitError`] for an invalid configuration, a filter that does not parse, an exporter that
+/// cannot be built, or a second call in the same process.
+pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
+    init_with_writer(config, std::io::stdout)
+}
+
+/// [`init`], writing log lines to `writer` instead of stdout (a file, a non-blocking writer
+/// from `tracing-appender`, or a buffer in a test).
+///
+/// # Errors
+/// As [`init`].
+pub fn init_with_writer<W>(config: TelemetryConfig, writer: W) -> Result<TelemetryGuard, InitError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let propagator =
+        crate::propagation::propagator_from_env_value(&config.propagators).map_err(|e| {
+            ConfigError {
+                variable: "OTEL_PROPAGATORS",
+                value: e.to_string(),
+                expected: "a comma-separated list of `tracecontext`, `baggage`, `none`",
+            }
+        })?;
+
+    let log_filter = parse_filter(&config.log_filter, &[])?;
+    let span_filter = parse_filter(&config.span_filter, &TRANSPORT_TARGETS)?;
+
+    let metrics = if config.install_metrics_recorder {
+        Some(crate::metrics::install_recorder()?)
+    } else {
+        None
+    };
+
+    let resource = resource(&config);
+    let service_name = resource
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| config.service_name.clone());
+
+    let (tracer_provider, logger_provider) = if config.sdk_disabled {
+        (None, None)
+    } else {
+        let tracer = tracer_provider(&config, resource.clone())?;
+        let logger = if config.export_logs {
+            Some(logger_provider(&config, resource)?)
+        } else {
+            None
+        };
+        (Some(tracer), logger)
+    };
+
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    layers.push(match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(JsonFormat::new(service_name))
+            .with_writer(writer)
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .pretty()
+            .with_writer(writer)
+            .with_filter(log_filter)
+            .boxed(),
+    });
+    if let Some(provider) = &tracer_provider {
+        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let tracer = provider.tracer_with_scope(scope);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                // Busy/idle time and thread ids cost work on every span and are not
+                // semantic-convention attributes.
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_filter(span_filter)
+                .boxed(),
+        );
+    }
+    if let Some(provider) = &logger_provider {
+        let mut excluded: Vec<&str> = TRANSPORT_TARGETS.to_vec();
+        excluded.push(EXPORT_LOG_TARGET);
+        let otlp_log_filter = parse_filter(&config.log_filter, &excluded)?;
+        layers.push(
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
+                .with_filter(otlp_log_filter)
+                .boxed(),
+        );
+    }
+
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|_| InitError::SubscriberAlreadySet)?;
+    opentelemetry::global::set_text_map_propagator(propagator);
+
+    tracing::debug!(
+        endpoint = %config.resolved_otlp_endpoint(),
+        protocol = ?config.otlp_protocol,
+        sdk_disabled = config.sdk_disabled,
+        "telemetry initialised"
+    );
+    Ok(TelemetryGuard {
+        providers: Some(Providers {
+            tracer: tracer_provider,
+            logger: logger_provider,
+        }),
+        metrics,
+        timeout: config.shutdown_timeout,
+    })
+}
+
+/// Parses `directives` (RUST_LOG syntax) and appends `=off` for each target in `off`.
+fn parse_filter(directives: &str, off: &[&str]) -> Result<EnvFilter, InitError> {
+    let mut all = directives.trim().to_owned();
+    for target in off {
+        if !all.is_empty() {
+            all.push(',');
+        }
+        all.push_str(target);
+        all.push_str("=off");
+    }
+    EnvFilter::builder()
+        .parse(&all)
+        .map_err(|source| InitError::Filter {
+            filter: directives.to_owned(),
+            source,
+        })
+}
+
+/// Resource attributes: the configured ones first, then `OTEL_RESOURCE_ATTRIBUTES`, then
+/// `OTEL_SERVICE_NAME` (later sources win), plus the SDK's `telemetry.sdk.*`.
+fn resource(config: &TelemetryConfig) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("service.name", config.service_name.clone()),
+        KeyValue::new("service.version", config.service_version.clone()),
+        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+        KeyValue::new(
+            "deployment.environment.name",
+            config.deployment_environment.clone(),
+        ),
+    ];
+    if let Some(ns) = &config.service_namespace {
+        attributes.push(KeyValue::new("service.namespace", ns.clone()));
+    }
+    let detectors: Vec<Box<dyn ResourceDetector>> = vec![
+        Box::new(EnvResourceDetector::new()),
+        Box::new(TelemetryResourceDetector),
+    ];
+    let mut builder = Resource::builder_empty()
+        .with_attributes(attributes)
+        .with_detectors(&detectors);
+    // The configured name already honours OTEL_SERVICE_NAME (see `TelemetryConfig::from_env`);
+    // re-apply it so it also wins over `service.name` in OTEL_RESOURCE_ATTRIBUTES, as the
+    // specification says.
+    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
+        && !name.trim().is_empty()
+    {
+        builder = builder.with_service_name(name);
+    }
+    builder.build()
+}
+
+fn exporter_error(config: &TelemetryConfig, e: impl std::fmt::Display) -> InitError {
+    InitError::Exporter {
+        endpoint: config.resolved_otlp_endpoint(),
+        reason: e.to_string(),
+    }
+}
+
+fn tracer_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<SdkTracerProvider, InitError> {
+    let endpoint = config.resolved_otlp_endpoint();
+    let exporter = match config.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(config.export_timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{endpoint}/v1/traces"))
+            .with_timeout(config.export_timeout)
+            .build(),
+    }
+    .map_err(|e| exporter_error(config, e))?;
+
+    let pending = PendingSpans::default();
+    let observed =
+        ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval);
+    let batch_size = 512.min(config.max_queue_size);
+    let batch = BatchSpanProcessor::builder(observed)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                // The bound is enforced (and counted) by `BoundedSpanProcessor`; the inner
+                // queue only needs room for it.
+                .with_max_queue_size(config.max_queue_size + batch_size)
+                .with_max_export_batch_size(batch_size)
+                .with_scheduled_delay(config.scheduled_delay)
+                .build(),
+        )
+        .build();
+    let bounded = BoundedSpanProcessor::new(batch, pending, config.max_queue_size);
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(bounded)
+        .with_resource(resource)
+        .build())
+}
+
+fn logger_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<SdkLoggerProvider, InitError> {
+    let endpoint = config.resolved_otlp_endpoint();
+    let exporter = match config.otlp_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(config.export_timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{endpoint}/v1/logs"))
+            .with_timeout(config.export_timeout)
+            .build(),
+    }
+    .map_err(|e| exporter_error(config, e))?;
+    let observed = ObservedLogExporter::new(exporter, config.export_error_log_interval);
+    let processor = BatchLogProcessor::builder(observed)
+        .with_batch_config(
+            opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                .with_max_queue_size(config.max_queue_size)
+                .with_scheduled_delay(config.scheduled_delay)
+                .build(),
+        )
+        .build();
+    Ok(SdkLoggerProvider::builder()
+        .with_log_processor(processor)
+        .with_resource(resource)
+        .build())
+}
+
+struct Providers {
+    tracer: Option<SdkTracerProvider>,
+    logger: Option<SdkLoggerProvider>,
+}
+
+impl Providers {
+    /// Flushes and shuts down traces, then logs, within `timeout` in all.
+    fn shutdown(self, timeout: Duration) -> Result<(), ShutdownError> {
+        let deadline = Instant::now() + timeout;
+        let mut errors = Vec::new();
+        if let Some(tracer) = self.tracer
+            && let Err(e) = tracer.shutdown_with_timeout(timeout.mul_f32(0.6))
+        {
+            errors.push(format!("traces: {e}"));
+        }
+        if let Some(logger) = self.logger {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100));
+            if let Err(e) = logger.shutdown_with_timeout(left) {
+                errors.push(format!("logs: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError(errors.join("; ")))
+        }
+    }
+}
+
+/// Keeps the telemetry pipelines alive; flushes them on [`shutdown`](Self::shutdown) (or, as a
+/// fallback, on drop).
+///
+/// Prefer `guard.shutdown().await` at the end of `main`: it flushes from a blocking thread so
+/// the runtime stays free to drive the exporter's connection, which is what makes it work on a
+/// `current_thread` runtime too. Dropping the guard also flushes, but blocks the calling thread;
+/// on a `current_thread` runtime that can only end by timing out.
+#[must_use = "dropping the guard shuts telemetry down"]
+pub struct TelemetryGuard {
+    providers: Option<Providers>,
+    metrics: Option<MetricsHandle>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("exporting", &self.providers.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl TelemetryGuard {
+    /// The Prometheus renderer for `GET /metrics`, unless the recorder was not installed.
+    pub fn metrics(&self) -> Option<&MetricsHandle> {
+        self.metrics.as_ref()
+    }
+
+    /// Flushes pending spans and log records and shuts the exporters down, taking at most the
+    /// configured [`shutdown_timeout`](TelemetryConfig::shutdown_timeout) (plus scheduling).
+    ///
+    /// # Errors
+    /// [`ShutdownError`] when a flush failed or timed out (the collector is unreachable, say);
+    /// telemetry is shut down either way.
+    pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        if let Some(m) = &self.metrics {
+            m.stop_upkeep();
+        }
+        let Some(providers) = self.providers.take() else {
+            return Ok(());
+        };
+        let timeout = self.timeout;
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(move || providers.shutdown(timeout))
+                .await
+                .map_err(|e| ShutdownError(format!("shutdown task failed: {e}")))?,
+            Err(_) => providers.shutdown(timeout),
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.stop_upkeep();
+        }
+        if let Some(providers) = self.providers.take()
+            && let Err(e) = providers.shutdown(self.timeout)
+        {
+            eprintln!("{e}");
+        }
+    }
+}
