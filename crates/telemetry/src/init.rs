@@ -299,7 +299,12 @@ fn tracer_provider(
         )
         .build();
     let bounded = BoundedSpanProcessor::new(batch, pending, config.max_queue_size);
+    // The sampler `OTEL_TRACES_SAMPLER`/`_ARG` select (the SDK reads them), wrapped so the
+    // Level 2 random flag survives a drop decision.
+    let sampler =
+        crate::sampling::KeepRandomFlag(opentelemetry_sdk::trace::Config::default().sampler);
     Ok(SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_span_processor(bounded)
         .with_resource(resource)
         .build())

@@ -8,6 +8,7 @@ mod init;
 pub mod logging;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 
 pub use config::{LogFormat, OtlpProtocol, TelemetryConfig};
 pub use init::{InitError, ShutdownError, TelemetryGuard, init, init_with_writer};

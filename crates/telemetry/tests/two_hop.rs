@@ -88,6 +88,16 @@ async fn a_request_through_two_services_is_one_trace_with_correlated_logs() {
     assert_eq!(headers["x-trace-id"], INCOMING_TRACE);
     assert_eq!(headers["x-request-id"], "req-abc");
 
+    // 1b. An unsampled caller with the random flag: nothing exported, flag still propagated.
+    let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, _, _) = plain_get(
+        &client(),
+        &format!("http://{front}/front/7"),
+        &[("traceparent", &format!("00-{unsampled_trace}-b7ad6b7169203331-02"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
     // 2. 4xx and 5xx from the backend.
     let (status, h404, _) =
         plain_get(&client(), &format!("http://{front}/front/missing"), &[]).await;
@@ -191,6 +201,16 @@ async fn a_request_through_two_services_is_one_trace_with_correlated_logs() {
     assert_eq!(
         outgoing,
         format!("00-{INCOMING_TRACE}-{}-03", client_span.span_id)
+    );
+
+    let unsampled_seen = seen.0.lock().unwrap()[1].clone();
+    assert!(
+        unsampled_seen.starts_with(&format!("00-{unsampled_trace}-")) && unsampled_seen.ends_with("-02"),
+        "random flag kept, sampled flag clear: {unsampled_seen}"
+    );
+    assert!(
+        spans.iter().all(|s| s.trace_id != unsampled_trace),
+        "an unsampled trace is not exported"
     );
 
     // 404: the client span is an error, the server span is not.
