@@ -93,7 +93,10 @@ async fn a_request_through_two_services_is_one_trace_with_correlated_logs() {
     let (status, _, _) = plain_get(
         &client(),
         &format!("http://{front}/front/7"),
-        &[("traceparent", &format!("00-{unsampled_trace}-b7ad6b7169203331-02"))],
+        &[(
+            "traceparent",
+            &format!("00-{unsampled_trace}-b7ad6b7169203331-02"),
+        )],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -205,7 +208,8 @@ async fn a_request_through_two_services_is_one_trace_with_correlated_logs() {
 
     let unsampled_seen = seen.0.lock().unwrap()[1].clone();
     assert!(
-        unsampled_seen.starts_with(&format!("00-{unsampled_trace}-")) && unsampled_seen.ends_with("-02"),
+        unsampled_seen.starts_with(&format!("00-{unsampled_trace}-"))
+            && unsampled_seen.ends_with("-02"),
         "random flag kept, sampled flag clear: {unsampled_seen}"
     );
     assert!(
