@@ -9,8 +9,9 @@
 //!   (<https://www.w3.org/TR/trace-context-2/>) with its own strict parser.
 //!   Unlike `opentelemetry_sdk`'s `TraceContextPropagator`, it rejects
 //!   repeated `traceparent` headers, uppercase hex, version `00` values with
-//!   trailing data and a `tracestate` with any bad member, and it keeps the
-//!   Level 2 `random` trace-id flag (`0x02`) instead of clearing it.
+//!   trailing data and a `tracestate` with any malformed member (it drops
+//!   only duplicate keys and members `TraceState` cannot hold), and it keeps
+//!   the Level 2 `random` trace-id flag (`0x02`) instead of clearing it.
 //! * [`StrictBaggagePropagator`]: W3C Baggage
 //!   (<https://www.w3.org/TR/baggage/>), dropping invalid list members one by
 //!   one and enforcing the 64-member / 8192-byte limits on whole members.

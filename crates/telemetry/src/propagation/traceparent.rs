@@ -220,9 +220,11 @@ fn parse_hex_u8(digits: &[u8]) -> Option<u8> {
 ///   starts a new trace;
 /// * otherwise the context gets a remote [`SpanContext`] whose flags keep
 ///   `sampled` and `random`;
-/// * `tracestate` is only read when `traceparent` is valid; if it breaks any
-///   rule (see [`parse_tracestate`](super::parse_tracestate)) the trace state
-///   is empty but the parent is still used.
+/// * `tracestate` is only read when `traceparent` is valid; if it is
+///   malformed or has too many members (see
+///   [`parse_tracestate`](super::parse_tracestate)) the trace state is empty
+///   but the parent is still used. Later duplicates of a key, and members
+///   `TraceState` cannot hold, are dropped one by one.
 ///
 /// Injection writes `traceparent` (version `00`, flags masked to `0x03`) and,
 /// when non-empty, `tracestate`, but only if the context's span context is
