@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod db;
 pub mod export;
 pub mod http;
 mod init;

@@ -193,6 +193,11 @@ fn describe() {
         Unit::Seconds,
         "Duration of HTTP client requests."
     );
+    describe_histogram!(
+        DB_CLIENT_OPERATION_DURATION,
+        Unit::Seconds,
+        "Duration of database client operations."
+    );
     describe_counter!(
         OTEL_SDK_PROCESSOR_SPAN_PROCESSED,
         "Spans handed to the batch span processor; error_type=queue_full marks dropped spans."

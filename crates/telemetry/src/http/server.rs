@@ -15,7 +15,7 @@
 //!
 //! The route is the *template* (`/orders/{id}`), read from axum's `MatchedPath` (or an
 //! [`HttpRoute`] extension set by another router); a request that matched nothing gets
-//! [`UNMATCHED_ROUTE`](super::UNMATCHED_ROUTE), never its raw path.
+//! [`UNMATCHED_ROUTE`], never its raw path.
 
 use std::borrow::Cow;
 use std::future::Future;
