@@ -1,0 +1,25 @@
+//! What every Faultline service shares, so each service's own code is only its domain:
+//!
+//! - [`admin`]: the admin listener's `GET /metrics`, `GET /healthz` and `GET /readyz`;
+//! - [`problem`]: RFC 9457 `application/problem+json` errors carrying the `trace_id`, and a JSON
+//!   body extractor whose rejections are such problems;
+//! - [`client`]: an HTTP client with the telemetry CLIENT layer and a per-call timeout;
+//! - [`server`]: binding the app and admin listeners and shutting both down gracefully on
+//!   SIGINT/SIGTERM;
+//! - [`env`]: reading the CONTRACT's environment variables with errors that name them.
+
+pub mod admin;
+pub mod client;
+pub mod env;
+pub mod problem;
+pub mod server;
+
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The trace id of the current span (32 lowercase hex digits), if there is a valid one.
+pub fn current_trace_id() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let id = cx.span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
