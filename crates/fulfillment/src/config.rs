@@ -1,0 +1,63 @@
+//! What the fulfillment service needs to start, read from the environment (CONTRACT.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use servicekit::env::{self, EnvError};
+
+/// The fulfillment service's settings. [`Config::from_env`] reads them; tests build one directly.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `LISTEN_ADDR`: the app listener (`GET /users/{id}/shipments`). Default `127.0.0.1:8082`.
+    pub listen_addr: SocketAddr,
+    /// `ADMIN_LISTEN_ADDR`: `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9082`.
+    pub admin_listen_addr: SocketAddr,
+    /// `DATABASE_URL`: `sqlite://PATH` or `postgres://…`. Default
+    /// `sqlite://.faultline/fulfillment.db`.
+    pub database_url: String,
+    /// `QUEUE_URL`: `sqlite://PATH` (embedded queue) or `nats://HOST:PORT` (JetStream). Default
+    /// `sqlite://.faultline/queue.db`.
+    pub queue_url: String,
+    /// `ORDERS_URL`: where order status is reported. Default `http://127.0.0.1:8081`.
+    pub orders_url: String,
+    /// `FULFILLMENT_WORKERS`: messages processed at the same time. Default 8.
+    pub workers: usize,
+    /// `FULFILLMENT_ORDERS_TIMEOUT_MS`: the longest one call to orders may take. Default 2 s.
+    pub orders_timeout: Duration,
+    /// `FULFILLMENT_MAX_DELIVERIES`: deliveries of one message before it is dead-lettered.
+    /// Default 5.
+    pub max_deliveries: u32,
+    /// `FULFILLMENT_ACK_WAIT_MS`: how long a received message stays leased to this worker
+    /// before the queue redelivers it (to this or another instance). Must exceed the longest
+    /// processing time. Default 30 s.
+    pub ack_wait: Duration,
+}
+
+impl Config {
+    /// Defaults, then the environment.
+    ///
+    /// # Errors
+    /// [`EnvError`] naming the variable that is set to something unusable.
+    pub fn from_env() -> Result<Config, EnvError> {
+        let max_deliveries = env::positive("FULFILLMENT_MAX_DELIVERIES", 5)?;
+        Ok(Config {
+            listen_addr: env::socket_addr("LISTEN_ADDR", "127.0.0.1:8082")?,
+            admin_listen_addr: env::socket_addr("ADMIN_LISTEN_ADDR", "127.0.0.1:9082")?,
+            database_url: env::string("DATABASE_URL", "sqlite://.faultline/fulfillment.db"),
+            queue_url: env::string("QUEUE_URL", "sqlite://.faultline/queue.db"),
+            orders_url: env::string("ORDERS_URL", "http://127.0.0.1:8081"),
+            workers: usize::try_from(env::positive("FULFILLMENT_WORKERS", 8)?)
+                .unwrap_or(usize::MAX),
+            orders_timeout: Duration::from_millis(env::positive(
+                "FULFILLMENT_ORDERS_TIMEOUT_MS",
+                2_000,
+            )?),
+            max_deliveries: u32::try_from(max_deliveries).map_err(|_| EnvError {
+                variable: "FULFILLMENT_MAX_DELIVERIES".to_owned(),
+                value: max_deliveries.to_string(),
+                expected: "a positive whole number below 4294967296",
+            })?,
+            ack_wait: Duration::from_millis(env::positive("FULFILLMENT_ACK_WAIT_MS", 30_000)?),
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The fulfillment service: a worker that consumes `orders.placed`, ships each order exactly
+//! once, and reports back to orders.
+//!
+//! ```text
+//! queue ──orders.placed──▶ worker pool ──▶ fulfil: payment → shipment (INSERT … ON CONFLICT DO NOTHING)
+//!  (SQLite | JetStream)    (semaphore)                      └──▶ PUT {ORDERS_URL}/orders/{id}/status
+//! ```
+//!
+//! Delivery is at least once, so everything a message causes is idempotent: the shipment
+//! insert is guarded by a unique `order_id`, and the status report is an idempotent `PUT`. A
+//! message that keeps failing is redelivered with a growing delay and, after
+//! `max_deliveries`, dead-lettered to `orders.placed.dlq` (counted in
+//! `fulfillment_dead_letters_total`, and the order reported `failed`). A poison payload is
+//! dead-lettered at once.
+//!
+//! Files, in the order a message travels: `queue_link.rs` (connecting in the background),
+//! `worker.rs` (receive loop and pool), `fulfil.rs` (the business steps), `event.rs` (the
+//! payload), `shipments.rs` (the table), `orders_client.rs` (the report); then `routes.rs` for
+//! the HTTP API and `database.rs` for the connection and schema.
+//!
+//! The library initialises no telemetry: the binary does, and passes the metrics handle in.
+
+mod config;
+mod database;
+mod event;
+mod fulfil;
+mod orders_client;
+mod queue_link;
+mod routes;
+mod shipments;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use servicekit::admin::{Readiness, admin_router};
+pub use servicekit::server::CancellationToken;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use event::{InvalidEvent, Item, OrderPlaced, valid_id};
+pub use queue_link::QUEUE_PENDING_MESSAGES;
+pub use shipments::Shipment;
+pub use worker::DEAD_LETTERS;
+
+use database::Database;
+use fulfil::Fulfiller;
+use orders_client::OrdersClient;
+use queue_link::QueueLink;
+use shipments::Shipments;
+
+/// A started service. Its listeners are bound and its workers run; [`Running::wait`] returns
+/// after the shutdown token is cancelled and everything has stopped.
+#[derive(Debug)]
+pub struct Running {
+    /// The app listener's address (useful with port 0).
+    pub app_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the service has stopped: the listeners closed after their requests in
+    /// flight, the workers finished (or abandoned, unacked) their messages, and the database
+    /// pool closed.
+    ///
+    /// # Errors
+    /// A listener failed while running, or a task panicked.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .context("the fulfillment service task panicked")?
+    }
+}
+
+/// Starts the service and returns at once:
+///
+/// 1. connects the database (creating a SQLite file and its directory) and migrates it;
+/// 2. starts connecting to the queue in the background: if it is unreachable the service still
+///    runs, `/readyz` reports the queue as not ready, and consuming starts once it connects;
+/// 3. binds the app and admin listeners (port 0 allowed: see [`Running`]);
+/// 4. starts the worker pool and the `fulfillment_queue_pending_messages` refresher.
+///
+/// Cancelling `shutdown` stops receiving, lets the messages in flight finish (or leaves them
+/// unacked, to be redelivered), and closes the listeners gracefully.
+///
+/// # Errors
+/// The database cannot be opened or migrated, or a listener cannot be bound.
+pub async fn start(
+    config: Config,
+    metrics: Option<telemetry::MetricsHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    describe_metrics();
+    let longest_report = orders_client::longest_report(config.orders_timeout);
+    if config.ack_wait <= longest_report {
+        // The lease would run out while a worker is still retrying the report: the queue
+        // redelivers the message to another worker, and the order is processed twice at once
+        // (harmless, the steps are idempotent, but wasted work and confusing traces).
+        tracing::warn!(
+            ack_wait_ms = config.ack_wait.as_millis() as u64,
+            longest_processing_ms = longest_report.as_millis() as u64,
+            "FULFILLMENT_ACK_WAIT_MS is shorter than the longest processing time; raise it or lower FULFILLMENT_ORDERS_TIMEOUT_MS"
+        );
+    }
+    let workers = config.workers.max(1);
+    // One connection per worker plus a few for the HTTP API and readiness checks.
+    let max_connections = u32::try_from(workers).unwrap_or(u32::MAX).saturating_add(4);
+    let db = Database::connect(&config.database_url, max_connections).await?;
+    db.migrate().await?;
+
+    let app_listener = servicekit::server::bind(config.listen_addr, "LISTEN_ADDR").await?;
+    let admin_listener =
+        servicekit::server::bind(config.admin_listen_addr, "ADMIN_LISTEN_ADDR").await?;
+    let app_addr = app_listener
+        .local_addr()
+        .context("reading the app listener's address")?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .context("reading the admin listener's address")?;
+
+    // Everything below stops on `stop`: the caller's shutdown, or a listener failing (then the
+    // workers must not go on consuming for a service nobody can reach or probe).
+    let stop = shutdown.child_token();
+    let mut queue_config = queue::QueueConfig::new(config.queue_url.clone());
+    queue_config.max_deliveries = config.max_deliveries;
+    queue_config.ack_wait = config.ack_wait;
+    let link = QueueLink::connect(queue_config, stop.clone());
+
+    let shipments = Shipments::new(db.clone());
+    let fulfiller = Arc::new(Fulfiller {
+        shipments: shipments.clone(),
+        orders: OrdersClient::new(&config.orders_url, config.orders_timeout),
+    });
+
+    let readiness = {
+        let db = db.clone();
+        let link = link.clone();
+        Readiness::new()
+            .check("database", move || {
+                let db = db.clone();
+                async move { db.ping().await }
+            })
+            .check("queue", move || {
+                let link = link.clone();
+                async move { link.ready().await }
+            })
+    };
+    let app = routes::app_router(shipments);
+    let admin = admin_router(metrics, readiness);
+
+    let pending = tokio::spawn(link.clone().report_pending(stop.clone()));
+    let workers = tokio::spawn(worker::run(link, fulfiller, workers, stop.clone()));
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served =
+                servicekit::server::serve(app, app_listener, admin, admin_listener, stop.clone())
+                    .await;
+            if let Err(error) = &served {
+                tracing::error!(%error, "a listener failed; stopping the service");
+                stop.cancel();
+            }
+            served
+        })
+    };
+    tracing::info!(%app_addr, %admin_addr, database = db.system, "fulfillment started");
+
+    let task = tokio::spawn(async move {
+        let served = server.await;
+        let worked = workers.await;
+        let _ = pending.await;
+        db.close().await;
+        served.context("the listener task panicked")??;
+        worked.context("the worker pool panicked")?;
+        tracing::info!("fulfillment stopped");
+        Ok(())
+    });
+    Ok(Running {
+        app_addr,
+        admin_addr,
+        task,
+    })
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        DEAD_LETTERS,
+        "Messages the fulfillment worker moved to the dead-letter subject."
+    );
+    metrics::describe_gauge!(
+        QUEUE_PENDING_MESSAGES,
+        "Messages on orders.placed not yet acknowledged (waiting, in flight or awaiting a retry)."
+    );
+}
