@@ -1,0 +1,98 @@
+//! The app router: routes, fallbacks and the layers around them, in one place so the order of
+//! the layers (which matters) is visible at a glance.
+//!
+//! From the outside in, a request meets:
+//! 1. [`telemetry::http::ServerLayer`] — the SERVER span, RED metrics, `x-request-id` and
+//!    `x-trace-id`. Outermost, so that everything below, refusals included, is traced and
+//!    measured, and every problem body carries the `trace_id`;
+//! 2. [`crate::admission::admit`] — rate limit (429) and concurrency limit (503);
+//! 3. the body size limit (413), applied by the JSON extractor;
+//! 4. the handler ([`crate::handlers`]).
+//!
+//! All three are added with `Router::layer`, so they also wrap the fallbacks and see axum's
+//! matched route (the span name is `"POST /api/orders"`, never the raw path).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use servicekit::admin::Readiness;
+use servicekit::client::HttpClient;
+
+use crate::Config;
+use crate::admission::{Admission, admit};
+use crate::downstream::{Fulfillment, Orders};
+use crate::handlers;
+use crate::retry::RetryPolicy;
+
+/// What the handlers share: the downstream clients and the admission limits. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub(crate) orders: Orders,
+    pub(crate) fulfillment: Fulfillment,
+    admission: Arc<Admission>,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The state for `config`: one pooled HTTP client shared by both downstream services, a rate
+    /// limiter and a concurrency limit.
+    pub fn new(config: &Config) -> Self {
+        let client = HttpClient::new();
+        let retry = RetryPolicy::default();
+        Self {
+            orders: Orders::new(
+                client.clone(),
+                config.orders_url.trim_end_matches('/').to_owned(),
+                config.orders_timeout,
+                retry,
+            ),
+            fulfillment: Fulfillment::new(
+                client,
+                config.fulfillment_url.trim_end_matches('/').to_owned(),
+                config.fulfillment_timeout,
+                retry,
+            ),
+            admission: Arc::new(Admission::new(
+                config.rate_limit_rps,
+                config.rate_limit_burst,
+                config.max_concurrent_requests,
+            )),
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+
+    /// The `/readyz` checks: each downstream service answers HTTP at all (see
+    /// [`Orders::probe`](crate::downstream::Orders)). A 404 counts as ready: the point is that
+    /// the service is up and reachable from here, not that the probe path exists.
+    pub fn readiness(&self) -> Readiness {
+        let orders = self.orders.clone();
+        let fulfillment = self.fulfillment.clone();
+        Readiness::new()
+            .check("orders", move || {
+                let orders = orders.clone();
+                async move { orders.probe().await }
+            })
+            .check("fulfillment", move || {
+                let fulfillment = fulfillment.clone();
+                async move { fulfillment.probe().await }
+            })
+    }
+}
+
+/// The app router (public API, port 8080), fully layered; serve it or call it in-process.
+pub fn router(state: AppState) -> Router {
+    let admission = state.admission.clone();
+    let max_body_bytes = state.max_body_bytes;
+    Router::new()
+        .route("/api/orders", post(handlers::place_order))
+        .route("/api/orders/{id}", get(handlers::get_order))
+        .route("/api/users/{id}/summary", get(handlers::user_summary))
+        .fallback(handlers::no_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(admission, admit))
+        .layer(telemetry::http::ServerLayer::new())
+}
