@@ -1,0 +1,76 @@
+//! `faultline`: the command users touch.
+//!
+//! - `up` starts the three services as child processes (`faultline serve <name>`), waits until
+//!   they are ready, prints where everything is, and drives a modest load;
+//! - `serve <service>` runs one service in this process (what `up` and compose run);
+//! - `load` sends open-loop traffic at a fixed rate and reports latency percentiles;
+//! - `status` asks every service's `/readyz`.
+//!
+//! Usage errors exit with status 2 (clap), runtime errors with status 1 and one clear line.
+
+mod load;
+mod serve;
+mod status;
+mod up;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Faultline: an incident-debugging lab. Start the shop with `faultline up`, then watch its
+/// traces, metrics and logs.
+#[derive(Parser, Debug)]
+#[command(name = "faultline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start gateway, orders and fulfillment (and a load generator) on this machine.
+    Up(up::UpArgs),
+    /// Run one service in the foreground (used by `up` and by the compose file).
+    Serve(serve::ServeArgs),
+    /// Send open-loop traffic to the gateway and report status counts and latency percentiles.
+    Load(load::LoadArgs),
+    /// Show whether each service and its dependencies are ready.
+    Status(status::StatusArgs),
+}
+
+/// Parses durations such as `30s`, `5m`, `1h30m`, `250ms`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 250ms)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Load(args) => load::run(args).await,
+            Command::Status(args) => status::run(args).await,
+        }
+    });
+    // Do not wait for stray blocking tasks (e.g. a stdin reader) at exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `faultline serve <service>`: one service in the foreground.
+//!
+//! Initialises telemetry for the service (its own `service.name`, OTLP, JSON logs, Prometheus
+//! recorder), starts it from the CONTRACT's environment variables, and shuts down gracefully on
+//! SIGINT/SIGTERM — or, with `--stop-on-stdin-eof`, when its parent (`faultline up`) goes away,
+//! even if the parent was killed outright: the kernel closes the pipe either way.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use servicekit::server::{CancellationToken, cancel_on_signals};
+use tokio::io::AsyncReadExt;
+
+/// The three services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    /// The public REST edge (8080, admin 9080).
+    Gateway,
+    /// Orders: database, optimistic locking, transactional outbox (8081, admin 9081).
+    Orders,
+    /// The fulfillment worker fed by the queue (8082, admin 9082).
+    Fulfillment,
+}
+
+impl Service {
+    /// The `service.name` and the argument of `serve`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Orders => "orders",
+            Service::Fulfillment => "fulfillment",
+        }
+    }
+
+    /// All three, in data-flow order of start-up dependencies (downstream first).
+    pub const ALL: [Service; 3] = [Service::Orders, Service::Fulfillment, Service::Gateway];
+}
+
+/// Arguments of `faultline serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Which service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+    /// Shut down when standard input reaches end-of-file (set by `faultline up`, so children
+    /// never outlive it).
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_eof: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let name = args.service.name();
+    let mut config = telemetry::TelemetryConfig::from_env(name)
+        .with_context(|| format!("invalid telemetry configuration for {name}"))?;
+    config.service_namespace = Some("faultline".into());
+    config.service_version = env!("CARGO_PKG_VERSION").into();
+    config.deployment_environment = servicekit::env::string("FAULTLINE_ENVIRONMENT", "native");
+    let guard = telemetry::init(config).context("cannot initialise telemetry")?;
+    let metrics = guard.metrics().cloned();
+
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    if args.stop_on_stdin_eof {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+            tracing::info!("parent process went away (stdin closed), shutting down");
+            token.cancel();
+        });
+    }
+
+    let result = start_and_wait(args.service, metrics, shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "{name} stopped with an error");
+    }
+    if let Err(e) = guard.shutdown().await {
+        eprintln!("warning: {e}");
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn start_and_wait(
+    service: Service,
+    metrics: Option<telemetry::MetricsHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match service {
+        Service::Gateway => {
+            let config = gateway::Config::from_env()?;
+            let running = gateway::start(config, metrics, shutdown).await?;
+            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "gateway listening");
+            running.wait().await
+        }
+        Service::Orders => {
+            let config = orders::Config::from_env()?;
+            let running = orders::start(config, metrics, shutdown).await?;
+            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "orders listening");
+            running.wait().await
+        }
+        Service::Fulfillment => {
+            let config = fulfillment::Config::from_env()?;
+            let running = fulfillment::start(config, metrics, shutdown).await?;
+            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "fulfillment listening");
+            running.wait().await
+        }
+    }
+}

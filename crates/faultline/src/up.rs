@@ -1,0 +1,306 @@
+//! `faultline up`: the whole shop on this machine, one process per service.
+//!
+//! `up` re-executes its own binary as `faultline serve <service>` three times, so each service
+//! has its own process and its own telemetry, exactly as in compose. The children's standard
+//! input is a pipe held by `up`: when `up` exits — cleanly, by Ctrl-C, or killed outright — the
+//! pipe closes and every child shuts down gracefully, flushing its telemetry. No process is left
+//! behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use servicekit::client::HttpClient;
+use servicekit::server::{CancellationToken, cancel_on_signals};
+use tokio::process::{Child, Command};
+
+use crate::serve::Service;
+use crate::status::{admin_port, readiness};
+
+/// Arguments of `faultline up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Do not start the load generator.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Rate of the built-in load generator, requests per second.
+    #[arg(long, default_value_t = 5.0)]
+    pub rps: f64,
+    /// Where databases, the queue, logs and the admin token live.
+    #[arg(long, default_value = ".faultline")]
+    pub dir: PathBuf,
+    /// How long to wait for every service to become ready.
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+/// Telemetry for a CLI process (load generator): spans exported like any service's, human
+/// logs on stderr at `warn` unless `RUST_LOG` says otherwise, no metrics recorder.
+pub fn init_cli_telemetry(name: &str) -> anyhow::Result<telemetry::TelemetryGuard> {
+    let mut config = telemetry::TelemetryConfig::from_env(name)?;
+    if std::env::var_os("RUST_LOG").is_none() {
+        config.log_filter = "warn".into();
+    }
+    if std::env::var_os("LOG_FORMAT").is_none() {
+        config.log_format = telemetry::LogFormat::Pretty;
+    }
+    config.service_namespace = Some("faultline".into());
+    config.service_version = env!("CARGO_PKG_VERSION").into();
+    config.install_metrics_recorder = false;
+    config.shutdown_timeout = Duration::from_secs(2);
+    telemetry::init_with_writer(config, std::io::stderr).context("cannot initialise telemetry")
+}
+
+struct Spawned {
+    service: Service,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The last `n` lines of a file, for error messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+async fn spawn(service: Service, exe: &Path, dir: &Path, token: &str) -> anyhow::Result<Spawned> {
+    let log = dir.join("logs").join(format!("{}.log", service.name()));
+    let out = std::fs::File::create(&log)
+        .with_context(|| format!("cannot create the log file {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg(service.name())
+        .arg("--stop-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
+        .env("FAULTLINE_ADMIN_TOKEN", token)
+        .kill_on_drop(true);
+    // Native defaults, unless the user chose otherwise.
+    if std::env::var_os("DATABASE_URL").is_none() {
+        cmd.env(
+            "DATABASE_URL",
+            sqlite_url(&dir.join(format!("{}.db", service.name()))),
+        );
+    }
+    if std::env::var_os("QUEUE_URL").is_none() {
+        cmd.env("QUEUE_URL", sqlite_url(&dir.join("queue.db")));
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{} serve {}`", exe.display(), service.name()))?;
+    Ok(Spawned {
+        service,
+        child,
+        log,
+    })
+}
+
+/// Waits until every child answers `/readyz` with 200, failing early if one exits.
+async fn wait_ready(children: &mut [Spawned], timeout: Duration) -> anyhow::Result<()> {
+    let client = HttpClient::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        for c in children.iter_mut() {
+            if let Some(status) = c.child.try_wait()? {
+                bail!(
+                    "{} exited during start-up ({status}); last lines of {}:\n{}",
+                    c.service.name(),
+                    c.log.display(),
+                    tail(&c.log, 20)
+                );
+            }
+        }
+        let mut waiting = Vec::new();
+        for c in children.iter() {
+            let (ok, body) = readiness(&client, "127.0.0.1", c.service).await;
+            if !ok {
+                waiting.push(format!("{} ({})", c.service.name(), body));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not ready after {}: {}\nsee the logs in {}",
+                humantime::format_duration(timeout),
+                waiting.join(", "),
+                children[0]
+                    .log
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Closes every child's stdin (they shut down gracefully) and waits for them; kills any child
+/// still running after `grace`.
+async fn stop_all(children: &mut [Spawned], grace: Duration) {
+    for c in children.iter_mut() {
+        drop(c.child.stdin.take());
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for c in children.iter_mut() {
+        match tokio::time::timeout_at(deadline, c.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("{} did not stop in time; killing it", c.service.name());
+                let _ = c.child.kill().await;
+            }
+        }
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(args.dir.join("logs"))
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_file = dir.join("admin-token");
+    write_private(&token_file, &token)?;
+    let exe = std::env::current_exe().context("cannot find the faultline executable")?;
+
+    let guard = init_cli_telemetry("faultline-load")?;
+    let stop = CancellationToken::new();
+    cancel_on_signals(stop.clone());
+
+    println!(
+        "Starting Faultline (native mode, state in {})",
+        dir.display()
+    );
+    let mut children = Vec::new();
+    for service in Service::ALL {
+        match spawn(service, &exe, &dir, &token).await {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop_all(&mut children, Duration::from_secs(10)).await;
+                return Err(e);
+            }
+        }
+    }
+    let started = Instant::now();
+    let ready = tokio::select! {
+        r = wait_ready(&mut children, args.ready_timeout) => r,
+        _ = stop.cancelled() => Err(anyhow::anyhow!("interrupted during start-up")),
+    };
+    if let Err(e) = ready {
+        stop_all(&mut children, Duration::from_secs(10)).await;
+        let _ = guard.shutdown().await;
+        return Err(e);
+    }
+    print_banner(&dir, started.elapsed(), &args);
+
+    let load = (!args.no_load).then(|| {
+        let load_args = crate::load::LoadArgs {
+            rps: args.rps,
+            duration: Duration::from_secs(365 * 24 * 3600),
+            target: "http://127.0.0.1:8080".into(),
+            users: 50,
+            max_in_flight: 256,
+            timeout: Duration::from_secs(10),
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move { crate::load::generate(&load_args, stop, false).await })
+    });
+
+    // Run until Ctrl-C/SIGTERM, or until a service dies on its own.
+    let mut exit = ExitCode::SUCCESS;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Some(c) = children.iter_mut().find_map(|c| match c.child.try_wait() {
+            Ok(Some(status)) => Some((c.service, status, c.log.clone())),
+            _ => None,
+        }) {
+            eprintln!(
+                "\n{} exited unexpectedly ({}); last lines of {}:\n{}",
+                c.0.name(),
+                c.1,
+                c.2.display(),
+                tail(&c.2, 20)
+            );
+            exit = ExitCode::FAILURE;
+            stop.cancel();
+            break;
+        }
+    }
+
+    println!("\nStopping…");
+    if let Some(load) = load
+        && let Ok(report) = load.await
+    {
+        report.print(args.rps);
+    }
+    stop_all(&mut children, Duration::from_secs(15)).await;
+    let _ = guard.shutdown().await;
+    println!("All services stopped.");
+    Ok(exit)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
+    let rel = |p: PathBuf| {
+        std::env::current_dir()
+            .ok()
+            .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    println!("All services ready in {:.1} s.\n", took.as_secs_f64());
+    println!("  {:<12} {:<24} {:<32} logs", "service", "API", "metrics");
+    for (service, port) in [
+        (Service::Gateway, 8080),
+        (Service::Orders, 8081),
+        (Service::Fulfillment, 8082),
+    ] {
+        println!(
+            "  {:<12} {:<24} {:<32} {}",
+            service.name(),
+            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{}/metrics", admin_port(service)),
+            rel(dir.join("logs").join(format!("{}.log", service.name())))
+        );
+    }
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .unwrap_or_else(|_| "http://localhost:4317".into());
+    println!("\n  traces and logs  OTLP to {otlp} (start Jaeger or a collector there to see them)");
+    println!("  admin token      {}", rel(dir.join("admin-token")));
+    if args.no_load {
+        println!("  load             off (run `faultline load` in another terminal)");
+    } else {
+        println!(
+            "  load             {} req/s (`--no-load` to turn it off)",
+            args.rps
+        );
+    }
+    println!(
+        "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  faultline status\n\nPress Ctrl-C to stop."
+    );
+}
