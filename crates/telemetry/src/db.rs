@@ -7,6 +7,9 @@
 //! `server.address`/`server.port` when known — marks it Error with `error.type` when the call
 //! fails, and records `db_client_operation_duration_seconds`.
 //!
+//! A call made outside any span — a background poll, a readiness probe — records the metric
+//! but opens no span: a one-span trace per poll would bury the traces that matter.
+//!
 //! [semconv]: https://opentelemetry.io/docs/specs/semconv/database/database-spans/
 //!
 //! ```no_run
@@ -103,6 +106,17 @@ where
     F: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
+    let start = Instant::now();
+    if tracing::Span::current().is_none() {
+        let result = call.await;
+        let error_type = if result.is_err() {
+            short_type_name::<E>()
+        } else {
+            ""
+        };
+        record(operation, error_type, start);
+        return result;
+    }
     let span = tracing::info_span!(
         target: "telemetry::db",
         "database call",
@@ -117,7 +131,6 @@ where
         otel.status_code = Empty,
         error.type = Empty,
     );
-    let start = Instant::now();
     let result = call.instrument(span.clone()).await;
     let error_type = match &result {
         Ok(_) => "",
@@ -131,6 +144,11 @@ where
             name
         }
     };
+    record(operation, error_type, start);
+    result
+}
+
+fn record(operation: &DbOperation, error_type: &'static str, start: Instant) {
     let labels = [
         metrics::Label::from_static_parts("db_system_name", operation.system),
         metrics::Label::from_static_parts("db_operation_name", operation.operation),
@@ -139,7 +157,6 @@ where
     ];
     metrics::histogram!(DB_CLIENT_OPERATION_DURATION, labels.iter())
         .record(start.elapsed().as_secs_f64());
-    result
 }
 
 /// The error's Rust type path without generic arguments (`sqlx_core::error::Error`): the
@@ -157,6 +174,48 @@ mod tests {
     fn error_types_are_the_rust_type_path_without_generics() {
         assert_eq!(short_type_name::<std::io::Error>(), "std::io::error::Error");
         assert_eq!(short_type_name::<Vec<u8>>(), "alloc::vec::Vec");
+    }
+
+    #[tokio::test]
+    async fn a_call_outside_any_span_opens_no_span_but_one_inside_does() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct CountDbSpans(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountDbSpans {
+            fn on_new_span(
+                &self,
+                attrs: &tracing::span::Attributes<'_>,
+                _: &tracing::span::Id,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if attrs.metadata().target() == "telemetry::db" {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        const OP: DbOperation = DbOperation::new("sqlite", "SELECT", "outbox", "SELECT 1");
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountDbSpans(count.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let _ = instrument(&OP, async { Ok::<_, std::io::Error>(()) }).await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "a background poll makes no root span"
+        );
+
+        let outer = tracing::info_span!("request");
+        let _ = instrument(&OP, async { Ok::<_, std::io::Error>(()) })
+            .instrument(outer)
+            .await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "inside a trace the call gets its span"
+        );
     }
 
     #[tokio::test]
