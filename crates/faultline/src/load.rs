@@ -46,6 +46,44 @@ pub struct LoadArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     pub timeout: Duration,
+    /// Relative weights of order placements, status polls and user summaries, e.g.
+    /// `100,0,0` for placements only.
+    #[arg(long, default_value = "25,35,40", value_parser = parse_mix)]
+    pub mix: Mix,
+}
+
+/// Relative weights of the three request kinds (placements, status polls, summaries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    place: u32,
+    status: u32,
+    summary: u32,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            place: 25,
+            status: 35,
+            summary: 40,
+        }
+    }
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let weights: Option<Vec<u32>> = parts.iter().map(|p| p.parse::<u32>().ok()).collect();
+    match weights.as_deref() {
+        Some([place, status, summary]) if place + status + summary > 0 => Ok(Mix {
+            place: *place,
+            status: *status,
+            summary: *summary,
+        }),
+        _ => Err(
+            "three whole-number weights for placements,status polls,summaries, e.g. 25,35,40"
+                .into(),
+        ),
+    }
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -182,14 +220,20 @@ pub async fn generate(args: &LoadArgs, stop: CancellationToken, progress: bool) 
             continue;
         };
         let kind = {
-            let mut rng = rand::rng();
-            let roll: u32 = rng.random_range(0..100);
+            let mix = args.mix;
+            let roll: u32 = rand::rng().random_range(0..mix.place + mix.status + mix.summary);
             let have_orders = !recent_orders.lock().unwrap().is_empty();
-            match roll {
-                0..25 => Kind::PlaceOrder,
-                25..60 if have_orders => Kind::OrderStatus,
-                25..60 => Kind::PlaceOrder,
-                _ => Kind::UserSummary,
+            if roll < mix.place {
+                Kind::PlaceOrder
+            } else if roll < mix.place + mix.status {
+                // A status poll needs an order to poll; place one first.
+                if have_orders {
+                    Kind::OrderStatus
+                } else {
+                    Kind::PlaceOrder
+                }
+            } else {
+                Kind::UserSummary
             }
         };
         let client = client.clone();
@@ -344,5 +388,25 @@ fn url_check(target: &str) -> anyhow::Result<()> {
         _ => anyhow::bail!(
             "--target {target:?} must be an http:// URL such as http://127.0.0.1:8080"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_takes_three_weights() {
+        assert_eq!(
+            parse_mix("100,0,0"),
+            Ok(Mix {
+                place: 100,
+                status: 0,
+                summary: 0
+            })
+        );
+        assert!(parse_mix("0,0,0").is_err());
+        assert!(parse_mix("1,2").is_err());
+        assert!(parse_mix("a,b,c").is_err());
     }
 }

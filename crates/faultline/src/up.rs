@@ -213,6 +213,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             users: 50,
             max_in_flight: 256,
             timeout: Duration::from_secs(10),
+            mix: crate::load::Mix::default(),
         };
         let stop = stop.clone();
         tokio::spawn(async move { crate::load::generate(&load_args, stop, false).await })

@@ -22,6 +22,8 @@ struct Service {
 struct Stack {
     services: Vec<Service>,
     gateway: String,
+    /// Admin base URL of each service.
+    admin: BTreeMap<&'static str, String>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,8 +35,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts orders, fulfillment and gateway as separate processes; waits for `/readyz`.
-async fn start_stack(collector: &FakeCollector, urls: Option<(String, String, String)>) -> Stack {
+/// Starts orders, fulfillment and gateway as separate processes; waits for `/readyz` (or only
+/// `/healthz` when `ready_path` says so, for a stack whose queue is down on purpose).
+async fn start_stack(
+    collector: &FakeCollector,
+    urls: Option<(String, String, String)>,
+    ready_path: &str,
+) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let ports: BTreeMap<&str, (u16, u16)> = ["gateway", "orders", "fulfillment"]
         .into_iter()
@@ -93,7 +100,7 @@ async fn start_stack(collector: &FakeCollector, urls: Option<(String, String, St
     let client = HttpClient::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for s in services.iter_mut() {
-        let url = format!("http://127.0.0.1:{}/readyz", ports[s.name].1);
+        let url = format!("http://127.0.0.1:{}{ready_path}", ports[s.name].1);
         loop {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!(
@@ -119,6 +126,10 @@ async fn start_stack(collector: &FakeCollector, urls: Option<(String, String, St
     Stack {
         services,
         gateway: format!("http://127.0.0.1:{}", ports["gateway"].0),
+        admin: ports
+            .iter()
+            .map(|(name, (_, admin))| (*name, format!("http://127.0.0.1:{admin}")))
+            .collect(),
         _dir: dir,
     }
 }
@@ -184,7 +195,7 @@ fn descends_from(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
 
 async fn an_order_is_one_trace_across_three_services(urls: Option<(String, String, String)>) {
     let collector = FakeCollector::start().await;
-    let mut stack = start_stack(&collector, urls).await;
+    let mut stack = start_stack(&collector, urls, "/readyz").await;
     let client = HttpClient::new();
 
     let placed = client
@@ -366,4 +377,119 @@ async fn an_order_is_one_trace_across_three_services_on_postgres_and_nats() {
         .execute(&admin)
         .await;
     }
+}
+
+/// The value of an unlabelled gauge in a Prometheus text body.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn order_status(client: &HttpClient, gateway: &str, id: &str) -> String {
+    let r = client
+        .get(
+            &format!("{gateway}/api/orders/{id}"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    r.json::<serde_json::Value>().unwrap()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_accepted_while_the_queue_is_down_are_all_fulfilled_once_it_is_back() {
+    let collector = FakeCollector::start().await;
+    let state = tempfile::tempdir().unwrap();
+    // The queue cannot be opened while a plain file sits where its directory should be.
+    let blocked = state.path().join("queue");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let urls = (
+        format!("sqlite://{}/orders.db", state.path().display()),
+        format!("sqlite://{}/fulfillment.db", state.path().display()),
+        format!("sqlite://{}/queue.db", blocked.display()),
+    );
+    let mut stack = start_stack(&collector, Some(urls), "/healthz").await;
+    let client = HttpClient::new();
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = client
+            .send_json(
+                http::Method::POST,
+                &format!("{}/api/orders", stack.gateway),
+                &serde_json::json!({"user_id": "u-outage", "items": [{"sku": format!("sku-{}", i + 1), "quantity": 1}]}),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 202, "orders are accepted while the queue is down");
+        ids.push(
+            r.json::<serde_json::Value>().unwrap()["order_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // The outbox holds them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = client
+            .get(
+                &format!("{}/metrics", stack.admin["orders"]),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        if gauge(&text, "orders_outbox_pending_messages") == Some(5.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox gauge never reached 5:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ids {
+        assert_eq!(order_status(&client, &stack.gateway, id).await, "accepted");
+    }
+
+    // The queue comes back.
+    std::fs::remove_file(&blocked).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let status = order_status(&client, &stack.gateway, id).await;
+            if status == "fulfilled" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "order {id} still {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let summary = client
+        .get(
+            &format!("{}/api/users/u-outage/summary", stack.gateway),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    let shipped: Vec<&str> = summary["shipments"]
+        .as_array()
+        .expect("shipments")
+        .iter()
+        .map(|s| s["order_id"].as_str().unwrap())
+        .collect();
+    let mut unique = shipped.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(shipped.len(), 5, "every order shipped: {summary}");
+    assert_eq!(unique.len(), 5, "none shipped twice: {summary}");
+    stack.stop().await;
 }
