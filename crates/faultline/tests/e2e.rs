@@ -24,7 +24,59 @@ struct Stack {
     gateway: String,
     /// Admin base URL of each service.
     admin: BTreeMap<&'static str, String>,
-    _dir: tempfile::TempDir,
+    /// The environment each service was started with (to restart one).
+    envs: BTreeMap<&'static str, Vec<(String, String)>>,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_service(name: &'static str, env: &[(String, String)], log: PathBuf) -> Service {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    cmd.args(["serve", name, "--stop-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_SDK_DISABLED");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Service {
+        name,
+        child: cmd.spawn().expect("spawn faultline serve"),
+        log,
+    }
+}
+
+async fn wait_for(service: &mut Service, url: &str) {
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = service.child.try_wait() {
+            panic!(
+                "{} exited ({status}):\n{}",
+                service.name,
+                std::fs::read_to_string(&service.log).unwrap_or_default()
+            );
+        }
+        if let Ok(r) = client.get(url, Duration::from_secs(1)).await
+            && r.status == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready:\n{}",
+            service.name,
+            std::fs::read_to_string(&service.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn free_port() -> u16 {
@@ -42,6 +94,16 @@ async fn start_stack(
     urls: Option<(String, String, String)>,
     ready_path: &str,
 ) -> Stack {
+    start_stack_with(collector, urls, ready_path, &[]).await
+}
+
+/// [`start_stack`] with extra environment variables per service (`(service, name, value)`).
+async fn start_stack_with(
+    collector: &FakeCollector,
+    urls: Option<(String, String, String)>,
+    ready_path: &str,
+    overrides: &[(&str, &str, &str)],
+) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let ports: BTreeMap<&str, (u16, u16)> = ["gateway", "orders", "fulfillment"]
         .into_iter()
@@ -56,72 +118,50 @@ async fn start_stack(
         ),
     };
     let mut services = Vec::new();
+    let mut envs = BTreeMap::new();
     for name in ["orders", "fulfillment", "gateway"] {
         let (app, admin) = ports[name];
-        let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
-        cmd.args(["serve", name, "--stop-on-stdin-eof"])
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{app}"))
-            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-            .env(
-                "ORDERS_URL",
+        let mut env: Vec<(String, String)> = vec![
+            ("LISTEN_ADDR".into(), format!("127.0.0.1:{app}")),
+            ("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{admin}")),
+            (
+                "ORDERS_URL".into(),
                 format!("http://127.0.0.1:{}", ports["orders"].0),
-            )
-            .env(
-                "FULFILLMENT_URL",
+            ),
+            (
+                "FULFILLMENT_URL".into(),
                 format!("http://127.0.0.1:{}", ports["fulfillment"].0),
-            )
-            .env(
-                "DATABASE_URL",
+            ),
+            (
+                "DATABASE_URL".into(),
                 if name == "orders" {
-                    &orders_db
+                    orders_db.clone()
                 } else {
-                    &fulfillment_db
+                    fulfillment_db.clone()
                 },
-            )
-            .env("QUEUE_URL", &queue)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint())
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "info")
-            .env("LOG_FORMAT", "json")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_SDK_DISABLED");
-        services.push(Service {
-            name,
-            child: cmd.spawn().expect("spawn faultline serve"),
-            log,
-        });
+            ),
+            ("QUEUE_URL".into(), queue.clone()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                collector.grpc_endpoint(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("LOG_FORMAT".into(), "json".into()),
+        ];
+        for (service, k, v) in overrides {
+            if *service == name {
+                env.retain(|(key, _)| key != k);
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        let log = dir.path().join(format!("{name}.log"));
+        services.push(spawn_service(name, &env, log));
+        envs.insert(name, env);
     }
-    let client = HttpClient::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
     for s in services.iter_mut() {
         let url = format!("http://127.0.0.1:{}{ready_path}", ports[s.name].1);
-        loop {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!(
-                    "{} exited ({status}):\n{}",
-                    s.name,
-                    std::fs::read_to_string(&s.log).unwrap_or_default()
-                );
-            }
-            if let Ok(r) = client.get(&url, Duration::from_secs(1)).await
-                && r.status == 200
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready:\n{}",
-                s.name,
-                std::fs::read_to_string(&s.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(s, &url).await;
     }
     Stack {
         services,
@@ -130,11 +170,31 @@ async fn start_stack(
             .iter()
             .map(|(name, (_, admin))| (*name, format!("http://127.0.0.1:{admin}")))
             .collect(),
-        _dir: dir,
+        envs,
+        dir,
     }
 }
 
 impl Stack {
+    /// Kills `name` outright (SIGKILL: no graceful anything), then starts it again with its
+    /// original environment with `set` applied, and waits for `/healthz`.
+    async fn kill_and_restart(&mut self, name: &'static str, set: &[(&str, &str)]) {
+        let i = self.services.iter().position(|s| s.name == name).unwrap();
+        let old = &mut self.services[i];
+        old.child.start_kill().unwrap();
+        let _ = old.child.wait().await;
+        let mut env = self.envs[name].clone();
+        for (k, v) in set {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut fresh = spawn_service(name, &env, log);
+        wait_for(&mut fresh, &format!("{}/healthz", self.admin[name])).await;
+        self.services[i] = fresh;
+        self.envs.insert(name, env);
+    }
+
     /// Closes every service's stdin (graceful shutdown, telemetry flushed) and waits.
     async fn stop(&mut self) {
         for s in self.services.iter_mut() {
@@ -491,5 +551,112 @@ async fn orders_accepted_while_the_queue_is_down_are_all_fulfilled_once_it_is_ba
     unique.dedup();
     assert_eq!(shipped.len(), 5, "every order shipped: {summary}");
     assert_eq!(unique.len(), 5, "none shipped twice: {summary}");
+    stack.stop().await;
+}
+
+/// Accepts connections and never answers: a dependency that hangs.
+async fn black_hole() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+async fn shipments(client: &HttpClient, gateway: &str, user: &str) -> Vec<String> {
+    let summary = client
+        .get(
+            &format!("{gateway}/api/users/{user}/summary"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    summary["shipments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["order_id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fulfillment_killed_in_the_middle_of_a_message_redelivers_it_and_ships_exactly_once() {
+    let collector = FakeCollector::start().await;
+    // Fulfillment's status call goes to a dependency that never answers, so after storing the
+    // shipment the worker is stuck mid-message, holding it unacknowledged.
+    let hole = format!("http://{}", black_hole().await);
+    let mut stack = start_stack_with(
+        &collector,
+        None,
+        "/healthz",
+        &[
+            ("fulfillment", "ORDERS_URL", hole.as_str()),
+            ("fulfillment", "FULFILLMENT_ACK_WAIT_MS", "1500"),
+            ("fulfillment", "FULFILLMENT_ORDERS_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    let client = HttpClient::new();
+    let placed = client
+        .send_json(
+            http::Method::POST,
+            &format!("{}/api/orders", stack.gateway),
+            &serde_json::json!({"user_id": "u-crash", "items": [{"sku": "sku-7", "quantity": 1}]}),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(placed.status, 202);
+    let id = placed.json::<serde_json::Value>().unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Wait until the shipment is stored but the order is not yet reported fulfilled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shipments(&client, &stack.gateway, "u-crash")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the shipment was never stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(order_status(&client, &stack.gateway, &id).await, "accepted");
+
+    // Crash it, and bring it back pointing at the real orders service.
+    let orders_url = stack.envs["orders"]
+        .iter()
+        .find(|(k, _)| k == "LISTEN_ADDR")
+        .map(|(_, v)| format!("http://{v}"))
+        .unwrap();
+    stack
+        .kill_and_restart("fulfillment", &[("ORDERS_URL", orders_url.as_str())])
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = order_status(&client, &stack.gateway, &id).await;
+        if status == "fulfilled" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order still {status} after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        shipments(&client, &stack.gateway, "u-crash").await,
+        vec![id.clone()],
+        "redelivered and shipped exactly once"
+    );
     stack.stop().await;
 }
