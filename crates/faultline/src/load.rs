@@ -86,7 +86,8 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
     }
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+/// Parses a request rate: a number in (0, 100000].
+pub(crate) fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 100_000.0 => Ok(v),
         _ => Err("a number of requests per second between 0 and 100000, e.g. 20".into()),
@@ -367,6 +368,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         humantime::format_duration(args.duration),
         args.target
     );
+    preflight(&args.target).await?;
     let stop = CancellationToken::new();
     servicekit::server::cancel_on_signals(stop.clone());
     let report = generate(&args, stop, true).await;
@@ -379,6 +381,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails at once, with one clear line, when nothing answers at the target.
+async fn preflight(target: &str) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/api/orders/00000000-0000-0000-0000-000000000000",
+        target.trim_end_matches('/')
+    );
+    match HttpClient::new().get(&url, Duration::from_secs(3)).await {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "cannot reach the gateway at {target} ({e}); start it with `faultline up`"
+        ),
+    }
 }
 
 /// Rejects a target that is not an http URL with a clear message.

@@ -2,7 +2,7 @@
 //!
 //! - `up` starts the three services as child processes (`faultline serve <name>`), waits until
 //!   they are ready, prints where everything is, and drives a modest load;
-//! - `serve <service>` runs one service in this process (what `up` and compose run);
+//! - `serve <service>` runs one service in this process (what `up` runs for each service);
 //! - `load` sends open-loop traffic at a fixed rate and reports latency percentiles;
 //! - `status` asks every service's `/readyz`.
 //!
@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 /// Faultline: an incident-debugging lab. Start the shop with `faultline up`, then watch its
 /// traces, metrics and logs.
 #[derive(Parser, Debug)]
-#[command(name = "faultline", version, about, long_about = None)]
+#[command(name = "faultline", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Start gateway, orders and fulfillment (and a load generator) on this machine.
     Up(up::UpArgs),
-    /// Run one service in the foreground (used by `up` and by the compose file).
+    /// Run one service in the foreground (what `up` runs for each service).
     Serve(serve::ServeArgs),
     /// Send open-loop traffic to the gateway and report status counts and latency percentiles.
     Load(load::LoadArgs),

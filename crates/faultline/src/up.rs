@@ -1,7 +1,7 @@
 //! `faultline up`: the whole shop on this machine, one process per service.
 //!
 //! `up` re-executes its own binary as `faultline serve <service>` three times, so each service
-//! has its own process and its own telemetry, exactly as in compose. The children's standard
+//! has its own process and its own telemetry, as it would in a container. The children's standard
 //! input is a pipe held by `up`: when `up` exits — cleanly, by Ctrl-C, or killed outright — the
 //! pipe closes and every child shuts down gracefully, flushing its telemetry. No process is left
 //! behind.
@@ -26,7 +26,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_load: bool,
     /// Rate of the built-in load generator, requests per second.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = crate::load::positive_rate)]
     pub rps: f64,
     /// Where databases, the queue, logs and the admin token live.
     #[arg(long, default_value = ".faultline")]
@@ -41,8 +41,11 @@ pub struct UpArgs {
 pub fn init_cli_telemetry(name: &str) -> anyhow::Result<telemetry::TelemetryGuard> {
     let mut config = telemetry::TelemetryConfig::from_env(name)?;
     if std::env::var_os("RUST_LOG").is_none() {
-        config.log_filter = "warn".into();
+        // The CLI reports failed requests in its summary and says once whether a collector
+        // listens; per-request transport warnings would bury its own output.
+        config.log_filter = "warn,telemetry=error".into();
     }
+    config.ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if std::env::var_os("LOG_FORMAT").is_none() {
         config.log_format = telemetry::LogFormat::Pretty;
     }
@@ -72,8 +75,12 @@ fn sqlite_url(path: &Path) -> String {
 
 async fn spawn(service: Service, exe: &Path, dir: &Path, token: &str) -> anyhow::Result<Spawned> {
     let log = dir.join("logs").join(format!("{}.log", service.name()));
-    let out = std::fs::File::create(&log)
-        .with_context(|| format!("cannot create the log file {}", log.display()))?;
+    // Appended, not truncated: a trace id from an earlier run can still be found.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open the log file {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
@@ -301,7 +308,10 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
             args.rps
         );
     }
+    let exe = std::env::current_exe()
+        .map(rel)
+        .unwrap_or_else(|_| "faultline".to_owned());
     println!(
-        "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  faultline status\n\nPress Ctrl-C to stop."
+        "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  {exe} status\n  {exe} load --rps 50 --duration 30s\n\nPress Ctrl-C to stop."
     );
 }

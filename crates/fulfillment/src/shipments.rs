@@ -1,12 +1,12 @@
 //! The shipments repository: the only place that writes or reads the `shipments` table.
 //!
-//! Every statement is wrapped in [`telemetry::db::instrument_on`], which makes the database
+//! Every statement is wrapped in [`telemetry::db::instrument_with`], which makes the database
 //! CLIENT span (`"INSERT shipments"`, `"SELECT shipments"`) and records
 //! `db_client_operation_duration_seconds`; the repository itself only speaks SQL.
 
 use serde::Serialize;
 use sqlx::Row;
-use telemetry::db::{DbOperation, instrument_on};
+use telemetry::db::{DbOperation, DbServer};
 use time::OffsetDateTime;
 
 use crate::database::Database;
@@ -90,8 +90,7 @@ impl Shipments {
             .bind(items)
             .bind(timestamp(OffsetDateTime::now_utc()))
             .execute(&self.db.pool);
-        let result =
-            instrument_on(&INSERT_SHIPMENT.on(self.db.system), &self.db.server, query).await?;
+        let result = traced(&INSERT_SHIPMENT.on(self.db.system), &self.db.server, query).await?;
         Ok(if result.rows_affected() == 0 {
             Recorded::AlreadyShipped
         } else {
@@ -104,7 +103,7 @@ impl Shipments {
         let query = sqlx::query(SELECT_SHIPPED.query)
             .bind(order_id.to_owned())
             .fetch_optional(&self.db.pool);
-        let row = instrument_on(&SELECT_SHIPPED.on(self.db.system), &self.db.server, query).await?;
+        let row = traced(&SELECT_SHIPPED.on(self.db.system), &self.db.server, query).await?;
         Ok(row.is_some())
     }
 
@@ -114,8 +113,7 @@ impl Shipments {
             .bind(user_id.to_owned())
             .bind(LIST_LIMIT)
             .fetch_all(&self.db.pool);
-        let rows =
-            instrument_on(&SELECT_FOR_USER.on(self.db.system), &self.db.server, query).await?;
+        let rows = traced(&SELECT_FOR_USER.on(self.db.system), &self.db.server, query).await?;
         rows.iter()
             .map(|row| {
                 let items: String = row.try_get("items")?;
@@ -148,6 +146,18 @@ pub(crate) fn timestamp(at: OffsetDateTime) -> String {
         at.second(),
         at.microsecond()
     )
+}
+
+/// Runs one query in its database CLIENT span, with the database's error code as `error.type`.
+async fn traced<F, T>(
+    operation: &DbOperation,
+    server: &DbServer,
+    query: F,
+) -> Result<T, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    telemetry::db::instrument_with(operation, server, servicekit::db::sqlx_error_type, query).await
 }
 
 #[cfg(test)]

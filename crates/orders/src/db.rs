@@ -250,9 +250,15 @@ impl Database {
     pub(crate) async fn run<F, T, E>(&self, operation: &DbOperation, call: F) -> Result<T, E>
     where
         F: Future<Output = Result<T, E>>,
-        E: std::fmt::Display,
+        E: std::fmt::Display + DbErrorType,
     {
-        telemetry::db::instrument_on(&operation.on(self.backend.system()), &self.server, call).await
+        telemetry::db::instrument_with(
+            &operation.on(self.backend.system()),
+            &self.server,
+            |e: &E| e.db_error_type(),
+            call,
+        )
+        .await
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -352,6 +358,27 @@ pub(crate) fn redact(url: &str) -> String {
             None => url.to_owned(),
         },
         None => url.to_owned(),
+    }
+}
+
+/// The `error.type` of a failed database call: the database's own code where there is one
+/// (see [`servicekit::db::sqlx_error_type`]).
+pub(crate) trait DbErrorType {
+    fn db_error_type(&self) -> String;
+}
+
+impl DbErrorType for sqlx::Error {
+    fn db_error_type(&self) -> String {
+        servicekit::db::sqlx_error_type(self)
+    }
+}
+
+impl DbErrorType for sqlx::migrate::MigrateError {
+    fn db_error_type(&self) -> String {
+        match self {
+            sqlx::migrate::MigrateError::Execute(e) => servicekit::db::sqlx_error_type(e),
+            _ => "migration_error".to_owned(),
+        }
     }
 }
 

@@ -6,10 +6,13 @@
 //! - [`client`]: an HTTP client with the telemetry CLIENT layer and a per-call timeout;
 //! - [`server`]: binding the app and admin listeners and shutting both down gracefully on
 //!   SIGINT/SIGTERM;
+//! - `db` (feature `sqlx`): the `error.type` of a database error;
 //! - [`env`]: reading the CONTRACT's environment variables with errors that name them.
 
 pub mod admin;
 pub mod client;
+#[cfg(feature = "sqlx")]
+pub mod db;
 pub mod env;
 pub mod problem;
 pub mod server;

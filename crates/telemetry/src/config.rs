@@ -64,6 +64,9 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
+    /// Colour the `pretty` format (ANSI escapes). Default: whether stdout is a terminal, so
+    /// redirected output stays plain text.
+    pub ansi: bool,
     /// Directives selecting which `tracing` spans become OpenTelemetry spans. Kept apart from
     /// [`log_filter`](Self::log_filter) on purpose: `RUST_LOG=warn` must quieten the logs
     /// without deleting the server spans every trace hangs from. Default `info`.
@@ -108,6 +111,7 @@ impl TelemetryConfig {
             deployment_environment: "local".to_owned(),
             log_filter: "info".to_owned(),
             log_format: LogFormat::Json,
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             span_filter: "info".to_owned(),
             sdk_disabled: false,
             otlp_endpoint: None,

@@ -106,15 +106,45 @@ where
     F: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
+    instrument_with(
+        operation,
+        server,
+        |_: &E| short_type_name::<E>().to_owned(),
+        call,
+    )
+    .await
+}
+
+/// [`instrument_on`] with a classifier giving each error its `error.type`: per the
+/// conventions, the database's own status code (a SQLSTATE such as `40001`, an SQLite result
+/// code such as `5`) when there is one, or a short class (`pool_timeout`, `io_error`). Keep
+/// the set of values small: it becomes a metric label.
+///
+/// A failed call is logged at `debug` only: some failures are routine (an optimistic-locking
+/// conflict retried a moment later); the span status, `error.type` and the metric carry it,
+/// and the caller logs what matters to it.
+///
+/// # Errors
+/// As [`instrument`].
+pub async fn instrument_with<F, T, E, C>(
+    operation: &DbOperation,
+    server: &DbServer,
+    error_type: C,
+    call: F,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+    C: Fn(&E) -> String,
+{
     let start = Instant::now();
     if tracing::Span::current().is_none() {
         let result = call.await;
-        let error_type = if result.is_err() {
-            short_type_name::<E>()
-        } else {
-            ""
+        let class = match &result {
+            Ok(_) => String::new(),
+            Err(e) => error_type(e),
         };
-        record(operation, error_type, start);
+        record(operation, class, start);
         return result;
     }
     let span = tracing::info_span!(
@@ -132,28 +162,28 @@ where
         error.type = Empty,
     );
     let result = call.instrument(span.clone()).await;
-    let error_type = match &result {
-        Ok(_) => "",
+    let class = match &result {
+        Ok(_) => String::new(),
         Err(e) => {
-            let name = short_type_name::<E>();
+            let class = error_type(e);
             span.record("otel.status_code", "ERROR");
-            span.record("error.type", name);
+            span.record("error.type", class.as_str());
             span.in_scope(|| {
-                tracing::warn!(target: "telemetry::db", error = %e, "database call failed");
+                tracing::debug!(target: "telemetry::db", error = %e, error_type = %class, "database call failed");
             });
-            name
+            class
         }
     };
-    record(operation, error_type, start);
+    record(operation, class, start);
     result
 }
 
-fn record(operation: &DbOperation, error_type: &'static str, start: Instant) {
+fn record(operation: &DbOperation, error_type: String, start: Instant) {
     let labels = [
         metrics::Label::from_static_parts("db_system_name", operation.system),
         metrics::Label::from_static_parts("db_operation_name", operation.operation),
         metrics::Label::from_static_parts("db_collection_name", operation.collection),
-        metrics::Label::from_static_parts("error_type", error_type),
+        metrics::Label::new("error_type", error_type),
     ];
     metrics::histogram!(DB_CLIENT_OPERATION_DURATION, labels.iter())
         .record(start.elapsed().as_secs_f64());

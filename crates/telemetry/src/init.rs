@@ -152,6 +152,7 @@ where
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .pretty()
+            .with_ansi(config.ansi)
             .with_writer(writer)
             .with_filter(log_filter)
             .boxed(),
