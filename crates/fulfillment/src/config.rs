@@ -39,7 +39,7 @@ impl Config {
     /// # Errors
     /// [`EnvError`] naming the variable that is set to something unusable.
     pub fn from_env() -> Result<Config, EnvError> {
-        let max_deliveries = env::positive("FULFILLMENT_MAX_DELIVERIES", 5)?;
+        let max_deliveries = env::positive_u32("FULFILLMENT_MAX_DELIVERIES", 5)?;
         Ok(Config {
             listen_addr: env::socket_addr("LISTEN_ADDR", "127.0.0.1:8082")?,
             admin_listen_addr: env::socket_addr("ADMIN_LISTEN_ADDR", "127.0.0.1:9082")?,
@@ -48,16 +48,9 @@ impl Config {
             orders_url: env::string("ORDERS_URL", "http://127.0.0.1:8081"),
             workers: usize::try_from(env::positive("FULFILLMENT_WORKERS", 8)?)
                 .unwrap_or(usize::MAX),
-            orders_timeout: Duration::from_millis(env::positive(
-                "FULFILLMENT_ORDERS_TIMEOUT_MS",
-                2_000,
-            )?),
-            max_deliveries: u32::try_from(max_deliveries).map_err(|_| EnvError {
-                variable: "FULFILLMENT_MAX_DELIVERIES".to_owned(),
-                value: max_deliveries.to_string(),
-                expected: "a positive whole number below 4294967296",
-            })?,
-            ack_wait: Duration::from_millis(env::positive("FULFILLMENT_ACK_WAIT_MS", 30_000)?),
+            orders_timeout: env::millis("FULFILLMENT_ORDERS_TIMEOUT_MS", Duration::from_secs(2))?,
+            max_deliveries,
+            ack_wait: env::millis("FULFILLMENT_ACK_WAIT_MS", Duration::from_secs(30))?,
         })
     }
 }

@@ -9,6 +9,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use servicekit::db::{postgres_server, redact};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -228,83 +229,9 @@ fn is_busy(error: &sqlx::Error) -> bool {
     }
 }
 
-/// `server.address` and `server.port` of a PostgreSQL URL
-/// (`postgres://user:pw@host:port/db?…`); the port defaults to 5432.
-fn postgres_server(url: &str) -> DbServer {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    if host_port.is_empty() {
-        return DbServer::default();
-    }
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        // [::1]:5432
-        match v6.split_once(']') {
-            Some((host, port)) => (host, port.strip_prefix(':')),
-            None => (v6, None),
-        }
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        }
-    };
-    DbServer {
-        address: Some(host.to_owned()),
-        port: Some(port.and_then(|p| p.parse().ok()).unwrap_or(5432)),
-    }
-}
-
-/// The URL with any password replaced by `***`, safe for logs and errors.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!("{scheme}://{masked}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/shop"),
-            "postgres://app:***@db:5432/shop"
-        );
-        assert_eq!(redact("postgres://app@db/shop"), "postgres://app@db/shop");
-        assert_eq!(
-            redact("sqlite://.faultline/fulfillment.db"),
-            "sqlite://.faultline/fulfillment.db"
-        );
-    }
-
-    #[test]
-    fn the_postgres_server_address_and_port_come_from_the_url() {
-        let s = postgres_server("postgres://app:pw@db.internal:6543/shop?sslmode=disable");
-        assert_eq!(s.address.as_deref(), Some("db.internal"));
-        assert_eq!(s.port, Some(6543));
-        let s = postgres_server("postgres://postgres@127.0.0.1/test");
-        assert_eq!(s.address.as_deref(), Some("127.0.0.1"));
-        assert_eq!(s.port, Some(5432));
-        let s = postgres_server("postgresql://[::1]:5433/x");
-        assert_eq!(s.address.as_deref(), Some("::1"));
-        assert_eq!(s.port, Some(5433));
-    }
 
     #[tokio::test]
     async fn a_sqlite_file_and_its_directory_are_created_and_migrated_twice_safely() {

@@ -30,13 +30,13 @@ mod routes;
 mod shipments;
 mod worker;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use servicekit::admin::{Readiness, admin_router};
 pub use servicekit::server::CancellationToken;
-use tokio::task::JoinHandle;
+use servicekit::server::Listeners;
+pub use servicekit::server::Running;
 
 pub use config::Config;
 pub use event::{InvalidEvent, Item, OrderPlaced, valid_id};
@@ -50,31 +50,6 @@ use orders_client::OrdersClient;
 use queue_link::QueueLink;
 use shipments::Shipments;
 
-/// A started service. Its listeners are bound and its workers run; [`Running::wait`] returns
-/// after the shutdown token is cancelled and everything has stopped.
-#[derive(Debug)]
-pub struct Running {
-    /// The app listener's address (useful with port 0).
-    pub app_addr: SocketAddr,
-    /// The admin listener's address.
-    pub admin_addr: SocketAddr,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// Waits until the service has stopped: the listeners closed after their requests in
-    /// flight, the workers finished (or abandoned, unacked) their messages, and the database
-    /// pool closed.
-    ///
-    /// # Errors
-    /// A listener failed while running, or a task panicked.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task
-            .await
-            .context("the fulfillment service task panicked")?
-    }
-}
-
 /// Starts the service and returns at once:
 ///
 /// 1. connects the database (creating a SQLite file and its directory) and migrates it;
@@ -84,7 +59,9 @@ impl Running {
 /// 4. starts the worker pool and the `fulfillment_queue_pending_messages` refresher.
 ///
 /// Cancelling `shutdown` stops receiving, lets the messages in flight finish (or leaves them
-/// unacked, to be redelivered), and closes the listeners gracefully.
+/// unacked, to be redelivered), and closes the listeners gracefully. [`Running::wait`] returns
+/// once the service has stopped: the listeners closed after their requests in flight, the
+/// workers finished (or abandoned, unacked) their messages, and the database pool closed.
 ///
 /// # Errors
 /// The database cannot be opened or migrated, or a listener cannot be bound.
@@ -111,15 +88,8 @@ pub async fn start(
     let db = Database::connect(&config.database_url, max_connections).await?;
     db.migrate().await?;
 
-    let app_listener = servicekit::server::bind(config.listen_addr, "LISTEN_ADDR").await?;
-    let admin_listener =
-        servicekit::server::bind(config.admin_listen_addr, "ADMIN_LISTEN_ADDR").await?;
-    let app_addr = app_listener
-        .local_addr()
-        .context("reading the app listener's address")?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .context("reading the admin listener's address")?;
+    let listeners = Listeners::bind(config.listen_addr, config.admin_listen_addr).await?;
+    let (app_addr, admin_addr) = (listeners.app_addr, listeners.admin_addr);
 
     // Everything below stops on `stop`: the caller's shutdown, or a listener failing (then the
     // workers must not go on consuming for a service nobody can reach or probe).
@@ -156,9 +126,7 @@ pub async fn start(
     let server = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let served =
-                servicekit::server::serve(app, app_listener, admin, admin_listener, stop.clone())
-                    .await;
+            let served = listeners.serve(app, admin, stop.clone()).await;
             if let Err(error) = &served {
                 tracing::error!(%error, "a listener failed; stopping the service");
                 stop.cancel();
@@ -178,11 +146,7 @@ pub async fn start(
         tracing::info!("fulfillment stopped");
         Ok(())
     });
-    Ok(Running {
-        app_addr,
-        admin_addr,
-        task,
-    })
+    Ok(Running::new("fulfillment", app_addr, admin_addr, task))
 }
 
 fn describe_metrics() {

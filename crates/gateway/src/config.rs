@@ -69,10 +69,7 @@ impl Config {
     /// [`EnvError`] naming the first variable that is set to something unusable.
     pub fn from_env() -> Result<Config, EnvError> {
         let defaults = Config::default();
-        let rate_limit_rps = to_u32(
-            "GATEWAY_RATE_LIMIT_RPS",
-            env::positive("GATEWAY_RATE_LIMIT_RPS", u64::from(defaults.rate_limit_rps))?,
-        )?;
+        let rate_limit_rps = env::positive_u32("GATEWAY_RATE_LIMIT_RPS", defaults.rate_limit_rps)?;
         Ok(Config {
             listen_addr: env::socket_addr("LISTEN_ADDR", "127.0.0.1:8080")?,
             admin_listen_addr: env::socket_addr("ADMIN_LISTEN_ADDR", "127.0.0.1:9080")?,
@@ -81,10 +78,7 @@ impl Config {
             rate_limit_rps,
             // One second's worth of requests by default, so that a steady rate just under the
             // limit is never refused because its requests happen to arrive in clumps.
-            rate_limit_burst: to_u32(
-                "GATEWAY_RATE_LIMIT_BURST",
-                env::positive("GATEWAY_RATE_LIMIT_BURST", u64::from(rate_limit_rps))?,
-            )?,
+            rate_limit_burst: env::positive_u32("GATEWAY_RATE_LIMIT_BURST", rate_limit_rps)?,
             max_concurrent_requests: to_usize(
                 "GATEWAY_MAX_CONCURRENT_REQUESTS",
                 env::positive(
@@ -92,8 +86,8 @@ impl Config {
                     defaults.max_concurrent_requests as u64,
                 )?,
             )?,
-            orders_timeout: millis("GATEWAY_ORDERS_TIMEOUT_MS", defaults.orders_timeout)?,
-            fulfillment_timeout: millis(
+            orders_timeout: env::millis("GATEWAY_ORDERS_TIMEOUT_MS", defaults.orders_timeout)?,
+            fulfillment_timeout: env::millis(
                 "GATEWAY_FULFILLMENT_TIMEOUT_MS",
                 defaults.fulfillment_timeout,
             )?,
@@ -124,19 +118,6 @@ fn base_url(variable: &str, default: &str) -> Result<String, EnvError> {
             expected: "an http:// base URL such as http://127.0.0.1:8081",
         })
     }
-}
-
-fn millis(variable: &str, default: Duration) -> Result<Duration, EnvError> {
-    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-    env::positive(variable, default_ms).map(Duration::from_millis)
-}
-
-fn to_u32(variable: &str, n: u64) -> Result<u32, EnvError> {
-    u32::try_from(n).map_err(|_| EnvError {
-        variable: variable.to_owned(),
-        value: n.to_string(),
-        expected: "a positive whole number below 4294967296",
-    })
 }
 
 fn to_usize(variable: &str, n: u64) -> Result<usize, EnvError> {

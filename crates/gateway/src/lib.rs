@@ -48,39 +48,13 @@ pub mod handlers;
 pub mod input;
 pub mod retry;
 
-use std::net::SocketAddr;
-
-use anyhow::Context as _;
-use servicekit::server::{CancellationToken, bind, serve};
-use tokio::task::JoinHandle;
+use servicekit::server::{CancellationToken, Listeners};
 
 pub use app::{AppState, router};
 pub use config::{
     Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RATE_LIMIT_RPS,
 };
-
-/// A started gateway: where it listens, and its serving task.
-#[derive(Debug)]
-pub struct Running {
-    /// The app listener's address (the real port when 0 was asked for).
-    pub app_addr: SocketAddr,
-    /// The admin listener's address.
-    pub admin_addr: SocketAddr,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// Waits until both listeners have stopped: after the shutdown token is cancelled and the
-    /// requests in flight are answered, or when a server fails.
-    ///
-    /// # Errors
-    /// The server's error, or the serving task's panic.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task
-            .await
-            .context("the gateway's serving task panicked or was cancelled")?
-    }
-}
+pub use servicekit::server::Running;
 
 /// Binds both listeners (port 0 picks a free port), starts serving on the current runtime and
 /// returns at once. Cancel `shutdown` to stop: both listeners stop accepting, requests in flight
@@ -95,14 +69,8 @@ pub async fn start(
     metrics: Option<telemetry::MetricsHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let app_listener = bind(config.listen_addr, "LISTEN_ADDR").await?;
-    let admin_listener = bind(config.admin_listen_addr, "ADMIN_LISTEN_ADDR").await?;
-    let app_addr = app_listener
-        .local_addr()
-        .context("reading the app listener's address")?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .context("reading the admin listener's address")?;
+    let listeners = Listeners::bind(config.listen_addr, config.admin_listen_addr).await?;
+    let (app_addr, admin_addr) = (listeners.app_addr, listeners.admin_addr);
 
     admission::describe_metrics();
     let state = AppState::new(&config);
@@ -120,13 +88,9 @@ pub async fn start(
         "gateway listening"
     );
     let task = tokio::spawn(async move {
-        serve(app, app_listener, admin, admin_listener, shutdown).await?;
+        listeners.serve(app, admin, shutdown).await?;
         tracing::info!("gateway stopped");
         Ok(())
     });
-    Ok(Running {
-        app_addr,
-        admin_addr,
-        task,
-    })
+    Ok(Running::new("gateway", app_addr, admin_addr, task))
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
+use servicekit::db::{postgres_server, redact};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnectionMetadata;
@@ -320,47 +321,6 @@ fn prepare_sqlite_url(url: &str) -> Result<String, DatabaseError> {
     Ok(format!("sqlite://{path}?{}", params.join("&")))
 }
 
-/// `server.address` and `server.port` of a PostgreSQL URL
-/// (`postgres://user:pass@host:port/db?…`); the port defaults to 5432.
-fn postgres_server(url: &str) -> DbServer {
-    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    // The first host of a multi-host URL is the one we name.
-    let host_port = host_port.split(',').next().unwrap_or("");
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (v6, None),
-        }
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        }
-    };
-    DbServer {
-        address: (!host.is_empty()).then(|| host.to_owned()),
-        port: Some(port.and_then(|p| p.parse().ok()).unwrap_or(5432)),
-    }
-}
-
-/// The URL with its password replaced by `***`, for error messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 /// The `error.type` of a failed database call: the database's own code where there is one
 /// (see [`servicekit::db::sqlx_error_type`]).
 pub(crate) trait DbErrorType {
@@ -395,27 +355,5 @@ mod tests {
         assert!(dir.path().join("a/b").is_dir());
         let url = prepare_sqlite_url(&format!("sqlite:{}?mode=ro", file.display())).unwrap();
         assert!(url.ends_with("?mode=ro"), "{url}");
-    }
-
-    #[test]
-    fn postgres_server_address_and_port_come_from_the_url() {
-        let s = postgres_server("postgres://u:p@db.internal:6543/orders?sslmode=disable");
-        assert_eq!(s.address.as_deref(), Some("db.internal"));
-        assert_eq!(s.port, Some(6543));
-        let s = postgres_server("postgresql://postgres@127.0.0.1/test");
-        assert_eq!(s.address.as_deref(), Some("127.0.0.1"));
-        assert_eq!(s.port, Some(5432));
-        let s = postgres_server("postgres://[::1]:5433/x");
-        assert_eq!(s.address.as_deref(), Some("::1"));
-        assert_eq!(s.port, Some(5433));
-    }
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/orders"),
-            "postgres://app:***@db:5432/orders"
-        );
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
 }

@@ -28,59 +28,22 @@ mod order;
 mod outbox;
 mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use servicekit::admin::{Readiness, admin_router};
-use servicekit::server::{ServeError, bind, serve};
+use servicekit::server::Listeners;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 pub use config::{Config, Locking};
 pub use db::DatabaseError;
 pub use servicekit::server::CancellationToken;
+pub use servicekit::server::Running;
 
 use crate::api::AppState;
 use crate::db::Database;
 use crate::outbox::QueueLink;
 use crate::store::Store;
-
-/// The running service: where it listens, and a handle to wait for its shutdown.
-#[derive(Debug)]
-pub struct Running {
-    /// The bound app address (the real port when 0 was asked for).
-    pub app_addr: SocketAddr,
-    /// The bound admin address.
-    pub admin_addr: SocketAddr,
-    server: JoinHandle<Result<(), ServeError>>,
-    relay: JoinHandle<()>,
-    store: Arc<Store>,
-    shutdown: CancellationToken,
-}
-
-impl Running {
-    /// Waits until the service has stopped: the listeners have finished their in-flight
-    /// requests, the outbox relay has finished its current publish, and the database pool is
-    /// closed. Stopping starts when the `shutdown` token given to [`start`] is cancelled (or a
-    /// listener fails, which cancels it).
-    ///
-    /// # Errors
-    /// A listener that failed while serving, or a task that panicked.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        // Whatever ended the server (shutdown or failure), everything else stops too.
-        self.shutdown.cancel();
-        let relayed = self.relay.await;
-        self.store.database().close().await;
-        served
-            .context("the HTTP server task panicked")?
-            .context("the HTTP server failed")?;
-        relayed.context("the outbox relay task panicked")?;
-        tracing::info!("orders service stopped");
-        Ok(())
-    }
-}
 
 /// Starts the orders service and returns once it is listening.
 ///
@@ -89,8 +52,10 @@ impl Running {
 /// binds the app and admin listeners (port 0 picks a free port), and starts the outbox relay.
 /// The queue is connected by the relay, lazily: a queue that is down does not stop the service
 /// from accepting orders; they wait in the outbox. `metrics` renders the admin `/metrics`
-/// (`None`: 404 there). Everything stops gracefully when `shutdown` is cancelled; await
-/// [`Running::wait`] to know when it has.
+/// (`None`: 404 there). Everything stops gracefully when `shutdown` is cancelled (or a
+/// listener fails, which cancels it); await [`Running::wait`] to know when it has: the
+/// listeners have finished their in-flight requests, the outbox relay has finished its current
+/// publish, and the database pool is closed.
 ///
 /// # Errors
 /// The database cannot be opened or migrated, or a listener cannot be bound.
@@ -105,10 +70,8 @@ pub async fn start(
     database.seed().await?;
     let store = Arc::new(Store::new(database));
 
-    let app_listener = bind(config.listen_addr, "LISTEN_ADDR").await?;
-    let admin_listener = bind(config.admin_listen_addr, "ADMIN_LISTEN_ADDR").await?;
-    let app_addr = app_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
+    let listeners = Listeners::bind(config.listen_addr, config.admin_listen_addr).await?;
+    let (app_addr, admin_addr) = (listeners.app_addr, listeners.admin_addr);
 
     let queue = Arc::new(QueueLink::new(config.queue_url.clone()));
     let outbox_written = Arc::new(Notify::new());
@@ -141,30 +104,30 @@ pub async fn start(
             outbox::run(&store, queue.as_ref(), &outbox_written, &shutdown).await;
         }
     });
-    let server = tokio::spawn(serve(
-        app,
-        app_listener,
-        admin,
-        admin_listener,
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(listeners.serve(app, admin, shutdown.clone()));
 
     tracing::info!(
         %app_addr,
         %admin_addr,
-        database = %db::redact(&config.database_url),
-        queue = %db::redact(&config.queue_url),
+        database = %servicekit::db::redact(&config.database_url),
+        queue = %servicekit::db::redact(&config.queue_url),
         locking = %config.locking,
         "orders service listening"
     );
-    Ok(Running {
-        app_addr,
-        admin_addr,
-        server,
-        relay,
-        store,
-        shutdown,
-    })
+    let task = tokio::spawn(async move {
+        let served = server.await;
+        // Whatever ended the server (shutdown or failure), everything else stops too.
+        shutdown.cancel();
+        let relayed = relay.await;
+        store.database().close().await;
+        served
+            .context("the HTTP server task panicked")?
+            .context("the HTTP server failed")?;
+        relayed.context("the outbox relay task panicked")?;
+        tracing::info!("orders service stopped");
+        Ok(())
+    });
+    Ok(Running::new("orders", app_addr, admin_addr, task))
 }
 
 /// Describes the service's own metrics for `/metrics` (`# HELP` lines).

@@ -1,6 +1,7 @@
 //! Environment variables, read with errors that name the variable and the expected form.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// A variable that is set but unusable.
 #[derive(Debug, thiserror::Error)]
@@ -56,4 +57,27 @@ pub fn positive(variable: &str, default: u64) -> Result<u64, EnvError> {
                 expected: "a positive whole number",
             }),
     }
+}
+
+/// A positive whole number that fits a `u32` from `variable`, or `default`.
+///
+/// # Errors
+/// [`EnvError`] when the variable is set to something else.
+pub fn positive_u32(variable: &str, default: u32) -> Result<u32, EnvError> {
+    let n = positive(variable, u64::from(default))?;
+    u32::try_from(n).map_err(|_| EnvError {
+        variable: variable.to_owned(),
+        value: n.to_string(),
+        expected: "a positive whole number below 4294967296",
+    })
+}
+
+/// A duration of a positive whole number of milliseconds from `variable` (named `…_MS`), or
+/// `default`.
+///
+/// # Errors
+/// [`EnvError`] when the variable is set to something else.
+pub fn millis(variable: &str, default: Duration) -> Result<Duration, EnvError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    positive(variable, default_ms).map(Duration::from_millis)
 }

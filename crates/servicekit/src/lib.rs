@@ -4,9 +4,10 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` errors carrying the `trace_id`, and a JSON
 //!   body extractor whose rejections are such problems;
 //! - [`client`]: an HTTP client with the telemetry CLIENT layer and a per-call timeout;
-//! - [`server`]: binding the app and admin listeners and shutting both down gracefully on
-//!   SIGINT/SIGTERM;
-//! - `db` (feature `sqlx`): the `error.type` of a database error;
+//! - [`server`]: binding the app and admin listeners, shutting both down gracefully on
+//!   SIGINT/SIGTERM, and [`server::Running`], what a service's `start` returns;
+//! - `db` (feature `sqlx`): the `error.type` of a database error, and a `DATABASE_URL`'s server
+//!   address (for spans) and its redacted form (for messages);
 //! - [`env`]: reading the CONTRACT's environment variables with errors that name them.
 
 pub mod admin;

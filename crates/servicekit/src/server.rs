@@ -4,11 +4,16 @@
 //! cancel it ([`cancel_on_signals`]), both listeners stop accepting and finish the requests in
 //! flight, background tasks (outbox relay, workers) watch the same token, and only then does
 //! `main` flush telemetry.
+//!
+//! A service's `start` binds its [`Listeners`], spawns one task that serves them and stops
+//! everything else the service runs, and returns a [`Running`] around that task.
 
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
 /// Why a listener could not run.
@@ -23,6 +28,14 @@ pub enum ServeError {
         addr: SocketAddr,
         /// The environment variable that sets it.
         variable: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The address of a bound listener could not be read.
+    #[error("reading the {listener} listener's address: {source}")]
+    LocalAddr {
+        /// `app` or `admin`.
+        listener: &'static str,
         /// The OS error.
         source: std::io::Error,
     },
@@ -67,6 +80,105 @@ pub async fn serve(
     Ok(())
 }
 
+/// A service's two bound listeners: the app listener (`LISTEN_ADDR`) and the admin listener
+/// (`ADMIN_LISTEN_ADDR`), with the addresses they really listen on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The app listener's address (the real port when 0 was asked for).
+    pub app_addr: SocketAddr,
+    /// The admin listener's address (the real port when 0 was asked for).
+    pub admin_addr: SocketAddr,
+    app: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `app` and then `admin` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// [`ServeError::Bind`] naming `LISTEN_ADDR` or `ADMIN_LISTEN_ADDR`, or
+    /// [`ServeError::LocalAddr`].
+    pub async fn bind(app: SocketAddr, admin: SocketAddr) -> Result<Self, ServeError> {
+        let app = bind(app, "LISTEN_ADDR").await?;
+        let admin = bind(admin, "ADMIN_LISTEN_ADDR").await?;
+        let app_addr = app.local_addr().map_err(|source| ServeError::LocalAddr {
+            listener: "app",
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| ServeError::LocalAddr {
+            listener: "admin",
+            source,
+        })?;
+        Ok(Self {
+            app_addr,
+            admin_addr,
+            app,
+            admin,
+        })
+    }
+
+    /// [`serve`]s `app` and `admin` on these listeners until `shutdown` is cancelled, then
+    /// waits for in-flight requests to finish.
+    ///
+    /// # Errors
+    /// [`ServeError::Io`] if a server fails.
+    pub async fn serve(
+        self,
+        app: Router,
+        admin: Router,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        serve(app, self.app, admin, self.admin, shutdown).await
+    }
+}
+
+/// A started service: where it listens, and the task that ends once it has stopped.
+///
+/// Each service's `start` spawns that task: it serves the listeners and, after they close,
+/// waits for the service's background work (workers, relays) and closes its database, so
+/// [`Running::wait`] returning means the whole service has stopped.
+#[derive(Debug)]
+pub struct Running {
+    /// The app listener's address (the real port when 0 was asked for).
+    pub app_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    service: &'static str,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// The service called `service` (named in errors), listening on `app_addr` and
+    /// `admin_addr`, that has stopped when `task` ends.
+    pub fn new(
+        service: &'static str,
+        app_addr: SocketAddr,
+        admin_addr: SocketAddr,
+        task: JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
+        Self {
+            app_addr,
+            admin_addr,
+            service,
+            task,
+        }
+    }
+
+    /// Waits until the service has stopped: after the shutdown token is cancelled (or a
+    /// listener fails) the listeners finish their requests in flight, and the service's
+    /// background work stops.
+    ///
+    /// # Errors
+    /// The service's error (a listener that failed while serving, for instance), or its task's
+    /// panic.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let service = self.service;
+        self.task
+            .await
+            .with_context(|| format!("the {service} service's task panicked or was cancelled"))?
+    }
+}
+
 /// Cancels `token` on the first SIGINT (Ctrl-C) or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
@@ -95,4 +207,48 @@ pub fn cancel_on_signals(token: CancellationToken) {
 /// The local address of a bound listener, for logs and tests.
 pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn running_waits_for_the_service_task_and_names_the_service_when_it_panics() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let ok = Running::new("demo", addr, addr, tokio::spawn(async { Ok(()) }));
+        ok.wait().await.unwrap();
+        let failed = Running::new(
+            "demo",
+            addr,
+            addr,
+            tokio::spawn(async { Err(anyhow::anyhow!("listener failed")) }),
+        );
+        assert_eq!(
+            failed.wait().await.unwrap_err().to_string(),
+            "listener failed"
+        );
+        let task: JoinHandle<anyhow::Result<()>> = tokio::spawn(async { panic!("boom") });
+        let panicked = Running::new("demo", addr, addr, task);
+        let err = panicked.wait().await.unwrap_err().to_string();
+        assert_eq!(err, "the demo service's task panicked or was cancelled");
+    }
+
+    #[tokio::test]
+    async fn listeners_report_their_real_ports_and_stop_on_shutdown() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = Listeners::bind(any, any).await.unwrap();
+        assert_ne!(listeners.app_addr.port(), 0);
+        assert_ne!(listeners.admin_addr.port(), 0);
+        assert_ne!(listeners.app_addr, listeners.admin_addr);
+        let taken = listeners.app_addr;
+        let err = Listeners::bind(any, taken).await.unwrap_err();
+        assert!(err.to_string().contains("ADMIN_LISTEN_ADDR"), "{err}");
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        listeners
+            .serve(Router::new(), Router::new(), shutdown)
+            .await
+            .unwrap();
+    }
 }
