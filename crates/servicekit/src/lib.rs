@@ -8,7 +8,7 @@
 //!   SIGINT/SIGTERM, and [`server::Running`], what a service's `start` returns;
 //! - `db` (feature `sqlx`): the `error.type` of a database error, and a `DATABASE_URL`'s server
 //!   address (for spans) and its redacted form (for messages);
-//! - [`env`]: reading the CONTRACT's environment variables with errors that name them.
+//! - [`env`](mod@env): reading the CONTRACT's environment variables with errors that name them.
 
 pub mod admin;
 pub mod client;
