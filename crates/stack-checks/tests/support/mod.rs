@@ -25,7 +25,9 @@ pub fn tool(name: &str, env_var: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         if std::env::var_os("FAULTLINE_REQUIRE_EXTERNAL_TESTS").is_some() {
-            panic!("{name} is required (FAULTLINE_REQUIRE_EXTERNAL_TESTS is set) but was not found; set {env_var} or put it on PATH");
+            panic!(
+                "{name} is required (FAULTLINE_REQUIRE_EXTERNAL_TESTS is set) but was not found; set {env_var} or put it on PATH"
+            );
         }
         eprintln!("note: {name} not found (set {env_var} or install it); skipping this check");
     }
