@@ -319,7 +319,7 @@ fn the_overview_has_slos_alerts_and_the_exemplar_panel() {
                 t["exemplar"] == true
                     && t["expr"]
                         .as_str()
-                        .is_some_and(|e| e.contains("traces_span_metrics_duration_seconds_bucket"))
+                        .is_some_and(|e| e.contains("traces_span_metrics_duration_milliseconds_bucket"))
             })
         })
         .collect();
