@@ -317,9 +317,9 @@ fn the_overview_has_slos_alerts_and_the_exemplar_panel() {
         .filter(|p| {
             p["targets"].as_array().into_iter().flatten().any(|t| {
                 t["exemplar"] == true
-                    && t["expr"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("traces_span_metrics_duration_milliseconds_bucket"))
+                    && t["expr"].as_str().is_some_and(|e| {
+                        e.contains("traces_span_metrics_duration_milliseconds_bucket")
+                    })
             })
         })
         .collect();
