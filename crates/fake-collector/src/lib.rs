@@ -528,6 +528,23 @@ fn encode_rpc_status(code: u64, message: &str) -> Vec<u8> {
     out
 }
 
+/// Binds `127.0.0.1:0` and accepts TCP connections without ever reading or writing: the worst
+/// kind of outage, a collector (or any dependency) that hangs instead of refusing. Connections
+/// are held until the runtime shuts down. Must be called inside a tokio runtime.
+pub async fn black_hole() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

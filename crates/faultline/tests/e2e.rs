@@ -347,19 +347,6 @@ async fn orders_accepted_while_the_queue_is_down_are_all_fulfilled_once_it_is_ba
     stack.stop().await;
 }
 
-/// Accepts connections and never answers: a dependency that hangs.
-async fn black_hole() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    addr
-}
-
 async fn shipments(client: &HttpClient, gateway: &str, user: &str) -> Vec<String> {
     let summary = client
         .get(
@@ -385,7 +372,7 @@ async fn fulfillment_killed_in_the_middle_of_a_message_redelivers_it_and_ships_e
     let collector = FakeCollector::start().await;
     // Fulfillment's status call goes to a dependency that never answers, so after storing the
     // shipment the worker is stuck mid-message, holding it unacknowledged.
-    let hole = format!("http://{}", black_hole().await);
+    let hole = format!("http://{}", fake_collector::black_hole().await);
     let mut stack = start_stack_with(
         &collector,
         None,

@@ -9,19 +9,6 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use support::{LogCapture, client, get as plain_get, serve};
 
-/// Accepts TCP connections and holds them open without ever reading or writing.
-async fn black_hole() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    addr
-}
-
 fn counter(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
@@ -31,7 +18,7 @@ fn counter(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_collector_neither_slows_requests_nor_floods_the_logs() {
-    let collector = black_hole().await;
+    let collector = fake_collector::black_hole().await;
     let logs = LogCapture::default();
     let mut config = telemetry::TelemetryConfig::new("outage");
     config.otlp_endpoint = Some(format!("http://{collector}"));
