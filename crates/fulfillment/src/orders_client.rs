@@ -119,10 +119,9 @@ impl OrdersClient {
         let url = format!("{}/orders/{order_id}/status", self.base_url);
         let body = serde_json::json!({ "status": status.as_str() });
         (|| self.put(&url, order_id, &body))
-            // A fresh seed per report: reports that failed together (orders went down under
-            // all workers at once) must not retry in lock step. Without backon's `std` feature
-            // every backoff would otherwise start from the same fixed seed.
-            .retry(self.backoff.with_jitter_seed(rand::random()))
+            // backon's `std` feature seeds each backoff's jitter afresh, so reports that failed
+            // together (orders went down under all workers at once) do not retry in lock step.
+            .retry(self.backoff)
             .when(ReportError::is_transient)
             .notify(|error, delay| {
                 tracing::warn!(

@@ -50,11 +50,10 @@ impl RetryPolicy {
             .with_min_delay(self.base_delay)
             .with_max_delay(self.max_delay)
             .with_max_times(self.max_retries)
+            // Randomly seeded per backoff (backon's `std` feature, enabled in the workspace):
+            // without it every process would draw the same "random" delays — exactly the
+            // lock-step that jitter exists to break.
             .with_jitter()
-            // backon seeds its jitter generator randomly only with its `std` feature, which the
-            // workspace does not enable; without a seed every process would draw the same
-            // "random" delays, which is exactly the lock-step that jitter exists to break.
-            .with_jitter_seed(rand::random())
     }
 }
 

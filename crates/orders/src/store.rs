@@ -224,15 +224,12 @@ impl Store {
             table: "outbox",
             reason: e.to_string(),
         })?;
-        // A fresh seed per request: backon's default jitter seed is a constant without its
-        // `std` feature, and identical "random" delays would make colliding requests retry in
-        // lockstep.
         let backoff = ExponentialBuilder::new()
             .with_min_delay(CONFLICT_MIN_DELAY)
             .with_max_delay(CONFLICT_MAX_DELAY)
             .with_max_times(max_conflict_retries as usize)
-            .with_jitter()
-            .with_jitter_seed(rand::random());
+            // Seeded afresh per order (backon's `std` feature), so colliding orders spread out.
+            .with_jitter();
         let attempt = || self.place_once(&id, order, locking, &headers);
         let result = attempt
             .retry(backoff)
