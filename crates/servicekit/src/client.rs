@@ -80,6 +80,7 @@ impl HttpResponse {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    faults: chaos::client::OutboundLayer,
 }
 
 impl Default for HttpClient {
@@ -97,7 +98,20 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { inner }
+        Self {
+            inner,
+            faults: chaos::client::OutboundLayer::new(chaos::Faults::new("client", &[])),
+        }
+    }
+
+    /// Lets the service's outbound faults (`dependency.latency`, `dependency.error`,
+    /// `telemetry.drop_context`) act on this client's calls; name each dependency with
+    /// [`OutboundLayer::dependency`](chaos::client::OutboundLayer::dependency) so a fault can
+    /// target it by name. The faults act below the CLIENT span, as a real slow or failing
+    /// dependency would.
+    pub fn with_faults(mut self, faults: chaos::client::OutboundLayer) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Sends `method url` with an optional JSON body; the whole exchange (headers and body)
@@ -126,6 +140,7 @@ impl HttpClient {
         let service = ServiceBuilder::new()
             .layer(telemetry::http::ClientLayer::new())
             .layer(tower::timeout::TimeoutLayer::new(timeout))
+            .layer(self.faults.clone())
             .service(self.inner.clone());
         let exchange = async {
             let response = service.oneshot(request).await?;

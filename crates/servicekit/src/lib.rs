@@ -18,12 +18,5 @@ pub mod env;
 pub mod problem;
 pub mod server;
 
-use opentelemetry::trace::TraceContextExt;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
 /// The trace id of the current span (32 lowercase hex digits), if there is a valid one.
-pub fn current_trace_id() -> Option<String> {
-    let cx = tracing::Span::current().context();
-    let id = cx.span().span_context().trace_id();
-    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
-}
+pub use telemetry::current_trace_id;

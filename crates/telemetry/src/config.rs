@@ -99,6 +99,9 @@ pub struct TelemetryConfig {
     /// Install the global `metrics` recorder (Prometheus). Default `true`; turn off when the
     /// process already has a recorder.
     pub install_metrics_recorder: bool,
+    /// Applied to every sampled span before export (see [`SpanHook`](crate::export::SpanHook)).
+    /// Default none.
+    pub span_hook: Option<crate::export::SpanHook>,
 }
 
 impl TelemetryConfig {
@@ -124,6 +127,7 @@ impl TelemetryConfig {
             export_error_log_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             install_metrics_recorder: true,
+            span_hook: None,
         }
     }
 

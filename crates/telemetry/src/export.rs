@@ -104,6 +104,25 @@ impl PendingSpans {
     }
 }
 
+/// A function applied to every sampled span just before it is queued for export (to redact an
+/// attribute, add one, or — in Faultline's `telemetry.clock_skew` fault — shift the timestamps).
+/// It runs on the thread that ends the span, so keep it cheap.
+#[derive(Clone)]
+pub struct SpanHook(Arc<dyn Fn(&mut SpanData) + Send + Sync>);
+
+impl SpanHook {
+    /// Wraps `hook`.
+    pub fn new(hook: impl Fn(&mut SpanData) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for SpanHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpanHook")
+    }
+}
+
 /// A span processor that admits at most `max_queue_size` spans waiting for export and passes
 /// them to an inner processor (normally the SDK's `BatchSpanProcessor`, built with an
 /// [`ObservedSpanExporter`] sharing the same [`PendingSpans`] and a larger queue, so the inner
@@ -113,6 +132,7 @@ pub struct BoundedSpanProcessor<P> {
     inner: P,
     pending: PendingSpans,
     max_queue_size: usize,
+    hook: Option<SpanHook>,
 }
 
 impl<P: SpanProcessor> BoundedSpanProcessor<P> {
@@ -122,7 +142,14 @@ impl<P: SpanProcessor> BoundedSpanProcessor<P> {
             inner,
             pending,
             max_queue_size,
+            hook: None,
         }
+    }
+
+    /// Applies `hook` to every admitted span before it is queued.
+    pub fn with_hook(mut self, hook: Option<SpanHook>) -> Self {
+        self.hook = hook;
+        self
     }
 }
 
@@ -131,7 +158,7 @@ impl<P: SpanProcessor> SpanProcessor for BoundedSpanProcessor<P> {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
         }
@@ -143,6 +170,9 @@ impl<P: SpanProcessor> SpanProcessor for BoundedSpanProcessor<P> {
             return;
         }
         metrics::counter!(OTEL_SDK_PROCESSOR_SPAN_PROCESSED).increment(1);
+        if let Some(hook) = &self.hook {
+            (hook.0)(&mut span);
+        }
         self.inner.on_end(span);
     }
 

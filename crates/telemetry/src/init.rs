@@ -299,7 +299,8 @@ fn tracer_provider(
                 .build(),
         )
         .build();
-    let bounded = BoundedSpanProcessor::new(batch, pending, config.max_queue_size);
+    let bounded = BoundedSpanProcessor::new(batch, pending, config.max_queue_size)
+        .with_hook(config.span_hook.clone());
     // The sampler `OTEL_TRACES_SAMPLER`/`_ARG` select (the SDK reads them), wrapped so the
     // Level 2 random flag survives a drop decision.
     let sampler =
