@@ -128,7 +128,8 @@ impl Hit {
 
 impl Faults {
     /// An empty registry for `service`, which can run the `supported` kinds (anything else is
-    /// refused with 400). Registers `faultline_faults_active` at 0 for each supported kind.
+    /// refused with 400). Touches no global state: [`run_expiry`](Self::run_expiry) registers
+    /// the metrics, so the registry may be built before the metrics recorder is installed.
     pub fn new(service: impl Into<String>, supported: &[FaultKind]) -> Self {
         let (generation, _) = watch::channel(0);
         let faults = Self {
@@ -142,11 +143,6 @@ impl Faults {
                 lock: Arc::new(crate::runtime::SharedLock::default()),
             }),
         };
-        metrics::describe_gauge!(
-            FAULTS_ACTIVE,
-            "Faults currently injected in teaching mode (--reveal), by kind; blind faults are not counted."
-        );
-        faults.publish_gauge(&[]);
         faults
     }
 
@@ -297,8 +293,14 @@ impl Faults {
     }
 
     /// Removes expired faults (releasing what they hold) until `stop` completes; logs each
-    /// expiry. Spawn it once per service.
+    /// expiry. Spawn it once per service, after the metrics recorder is installed: it first
+    /// describes `faultline_faults_active` and sets it to 0 for each supported kind.
     pub async fn run_expiry(self, stop: impl std::future::Future<Output = ()>) {
+        metrics::describe_gauge!(
+            FAULTS_ACTIVE,
+            "Faults currently injected in teaching mode (--reveal), by kind; blind faults are not counted."
+        );
+        self.publish_gauge(&self.read());
         let mut changes = self.subscribe();
         tokio::pin!(stop);
         loop {

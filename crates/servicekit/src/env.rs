@@ -23,6 +23,15 @@ pub fn string(variable: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// `FAULTLINE_ADMIN_TOKEN`: the bearer token every admin mutation (`PUT`/`DELETE
+/// /admin/faults`) must carry; `None` (unset or blank) leaves the admin API open.
+pub fn admin_token() -> Option<String> {
+    std::env::var("FAULTLINE_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
 /// A socket address such as `127.0.0.1:8080` from `variable`, or `default`.
 ///
 /// # Errors
