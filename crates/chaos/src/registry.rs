@@ -132,7 +132,7 @@ impl Faults {
     /// the metrics, so the registry may be built before the metrics recorder is installed.
     pub fn new(service: impl Into<String>, supported: &[FaultKind]) -> Self {
         let (generation, _) = watch::channel(0);
-        let faults = Self {
+        Self {
             inner: Arc::new(Inner {
                 service: service.into(),
                 supported: supported.to_vec(),
@@ -142,8 +142,7 @@ impl Faults {
                 generation,
                 lock: Arc::new(crate::runtime::SharedLock::default()),
             }),
-        };
-        faults
+        }
     }
 
     /// The service this registry belongs to.
