@@ -10,6 +10,9 @@ use fake_collector::FakeCollector;
 use servicekit::client::HttpClient;
 use tokio::process::{Child, Command};
 
+/// The admin token every test stack runs with (`FAULTLINE_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct Service {
     pub name: &'static str,
     pub child: Child,
@@ -145,6 +148,7 @@ pub async fn start_stack_with(
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
             ("RUST_LOG".into(), "info".into()),
             ("LOG_FORMAT".into(), "json".into()),
+            ("FAULTLINE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ];
         for (service, k, v) in overrides {
             if *service == name {
@@ -173,6 +177,36 @@ pub async fn start_stack_with(
 }
 
 impl Stack {
+    /// Runs the real `faultline` CLI against this stack (admin URLs, token and state directory
+    /// set through the environment; Grafana pointed at a closed port) and returns its output.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with(args, &[]).await
+    }
+
+    /// [`cli`](Self::cli) with extra environment variables (e.g. to drop the token).
+    pub async fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+        cmd.args(args)
+            .env("FAULTLINE_DIR", self.dir.path())
+            .env("FAULTLINE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("GRAFANA_URL", "http://127.0.0.1:9")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (name, url) in &self.admin {
+            cmd.env(
+                format!("FAULTLINE_{}_ADMIN_URL", name.to_ascii_uppercase()),
+                url,
+            );
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("the CLI finished within 60 s")
+            .expect("run the faultline CLI")
+    }
+
     /// Kills `name` outright (SIGKILL: no graceful anything), then starts it again with its
     /// original environment with `set` applied, and waits for `/healthz`.
     pub async fn kill_and_restart(&mut self, name: &'static str, set: &[(&str, &str)]) {
