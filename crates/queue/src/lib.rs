@@ -495,6 +495,18 @@ impl Queue {
         &self.inner.config
     }
 
+    /// How many messages [`receive`](Self::receive) calls on this handle (and its clones) have
+    /// dead-lettered because they had been delivered [`QueueConfig::max_deliveries`] times
+    /// without ever being settled (their consumer crashed or stalled each time), since
+    /// [`connect`](Self::connect). Dead letters decided by [`process`](Self::process) are not
+    /// included (the caller sees those as [`Outcome::DeadLettered`]).
+    pub fn unsettled_dead_letters(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.exhausted(),
+            Backend::Nats(b) => b.exhausted(),
+        }
+    }
+
     /// A cheap health check for `/readyz`: SQLite runs `SELECT 1`; NATS checks the connection
     /// is up and reads the consumer's info (one round trip, at most 2 s).
     ///

@@ -2,6 +2,7 @@
 //! on the consumed subject, with explicit acks.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, stream};
@@ -23,6 +24,8 @@ pub(crate) struct NatsBackend {
     js: jetstream::Context,
     stream: stream::Stream,
     consumer: consumer::PullConsumer,
+    /// Messages this handle's `receive` dead-lettered because they were never settled.
+    exhausted: AtomicU64,
 }
 
 impl NatsBackend {
@@ -99,7 +102,13 @@ impl NatsBackend {
             js,
             stream,
             consumer,
+            exhausted: AtomicU64::new(0),
         })
+    }
+
+    /// Messages [`receive`](Self::receive) dead-lettered because they were never settled.
+    pub(crate) fn exhausted(&self) -> u64 {
+        self.exhausted.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn ready(&self) -> Result<(), String> {
@@ -187,13 +196,16 @@ impl NatsBackend {
                     .dead_letter(&message, &received, dead_letter_subject, &reason)
                     .await
                 {
-                    Ok(()) => tracing::error!(
-                        target: "queue",
-                        message_id = received.message_id.as_str(),
-                        delivery_count = received.delivery_count,
-                        dead_letter_subject,
-                        "message dead-lettered: its deliveries were never settled"
-                    ),
+                    Ok(()) => {
+                        self.exhausted.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            target: "queue",
+                            message_id = received.message_id.as_str(),
+                            delivery_count = received.delivery_count,
+                            dead_letter_subject,
+                            "message dead-lettered: its deliveries were never settled"
+                        );
+                    }
                     Err(e) => tracing::warn!(
                         target: "queue",
                         message_id = received.message_id.as_str(),

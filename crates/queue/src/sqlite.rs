@@ -90,6 +90,8 @@ pub(crate) struct SqliteBackend {
     /// Wakes `receive` calls of this handle when it publishes (other processes are polled).
     published: Notify,
     acks: AtomicU64,
+    /// Messages this handle's `receive` dead-lettered because they were never settled.
+    exhausted: AtomicU64,
 }
 
 impl SqliteBackend {
@@ -152,9 +154,15 @@ impl SqliteBackend {
             pool,
             published: Notify::new(),
             acks: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
         };
         backend.prune().await;
         Ok(backend)
+    }
+
+    /// Messages [`receive`](Self::receive) dead-lettered because they were never settled.
+    pub(crate) fn exhausted(&self) -> u64 {
+        self.exhausted.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn ready(&self) -> Result<(), String> {
@@ -338,6 +346,8 @@ impl SqliteBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| e.to_string())?;
+        self.exhausted
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         for row in rows {
             let message_id: String = row.try_get("message_id").unwrap_or_default();
             tracing::error!(

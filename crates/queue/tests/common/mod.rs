@@ -281,9 +281,15 @@ pub async fn never_settled_is_dead_lettered(mut config: QueueConfig) {
         assert_eq!(delivery.message().delivery_count, attempt);
         drop(delivery);
     }
+    assert_eq!(queue.unsettled_dead_letters(), 0);
     assert_nothing(&queue, ACK_WAIT * 3).await;
     assert_eq!(queue.dead_letters().await.unwrap(), 1);
     assert_eq!(queue.pending().await.unwrap(), 0);
+    assert_eq!(
+        queue.unsettled_dead_letters(),
+        1,
+        "counted by the receive that moved it"
+    );
 }
 
 /// Two handles (two processes) on the same queue: both see the messages, and concurrent
