@@ -127,9 +127,28 @@ impl HttpClient {
         json_body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<HttpResponse, ClientError> {
+        self.request_with_headers(method, url, json_body, HeaderMap::new(), timeout)
+            .await
+    }
+
+    /// As [`request`](Self::request), with extra request `headers` (an `Authorization`, say).
+    ///
+    /// # Errors
+    /// As [`request`](Self::request).
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        url: &str,
+        json_body: Option<Vec<u8>>,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> Result<HttpResponse, ClientError> {
         let mut builder = Request::builder().method(method.clone()).uri(url);
         if json_body.is_some() {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(h) = builder.headers_mut() {
+            h.extend(headers);
         }
         let request = builder
             .body(Full::from(json_body.unwrap_or_default()))
