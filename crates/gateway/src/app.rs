@@ -7,10 +7,19 @@
 //!    measured, and every problem body carries the `trace_id`;
 //! 2. [`crate::admission::admit`] — rate limit (429) and concurrency limit (503);
 //! 3. the body size limit (413), applied by the JSON extractor;
-//! 4. the handler ([`crate::handlers`]).
+//! 4. [`chaos::http::inbound`] — the injected HTTP and runtime faults of matching routes
+//!    (latency, errors, hangs, CPU burn, blocking calls, a lock held across an await, a
+//!    leak). Inside the SERVER layer, so the span and the RED metrics see their effects as
+//!    they would see a real incident; after admission, so a refused request (429/503) never
+//!    meets a fault; right before the handler, as if the handler itself misbehaved;
+//! 5. the handler ([`crate::handlers`]).
 //!
-//! All three are added with `Router::layer`, so they also wrap the fallbacks and see axum's
-//! matched route (the span name is `"POST /api/orders"`, never the raw path).
+//! All of them are added with `Router::layer`, so they also wrap the fallbacks and see axum's
+//! matched route (the span name is `"POST /api/orders"`, never the raw path; a fault's `route`
+//! is that same template).
+//!
+//! Outgoing calls meet the dependency faults (`dependency.latency`, `dependency.error`,
+//! `telemetry.drop_context`) in the HTTP client, below its CLIENT span: see [`AppState::new`].
 
 use std::sync::Arc;
 
@@ -33,13 +42,20 @@ pub struct AppState {
     pub(crate) fulfillment: Fulfillment,
     admission: Arc<Admission>,
     max_body_bytes: usize,
+    faults: chaos::Faults,
 }
 
 impl AppState {
     /// The state for `config`: one pooled HTTP client shared by both downstream services, a rate
     /// limiter and a concurrency limit.
+    ///
+    /// The client carries the outbound faults of [`Config::faults`], with the two downstream
+    /// services named `orders` and `fulfillment`, so a fault's `target` can name either.
     pub fn new(config: &Config) -> Self {
-        let client = HttpClient::new();
+        let faults = chaos::client::OutboundLayer::new(config.faults.clone())
+            .dependency("orders", &config.orders_url)
+            .dependency("fulfillment", &config.fulfillment_url);
+        let client = HttpClient::new().with_faults(faults);
         let retry = RetryPolicy::default();
         Self {
             orders: Orders::new(
@@ -60,6 +76,7 @@ impl AppState {
                 config.max_concurrent_requests,
             )),
             max_body_bytes: config.max_body_bytes,
+            faults: config.faults.clone(),
         }
     }
 
@@ -85,6 +102,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let admission = state.admission.clone();
     let max_body_bytes = state.max_body_bytes;
+    let faults = state.faults.clone();
     Router::new()
         .route("/api/orders", post(handlers::place_order))
         .route("/api/orders/{id}", get(handlers::get_order))
@@ -92,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            faults,
+            chaos::http::inbound,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(admission, admit))
         .layer(telemetry::http::ServerLayer::new())

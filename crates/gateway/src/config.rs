@@ -1,5 +1,6 @@
 //! The gateway's configuration: where it listens, where its two downstream services are, and
-//! the numbers behind its resilience (rate, concurrency, timeouts, body size).
+//! the numbers behind its resilience (rate, concurrency, timeouts, body size), and the fault
+//! registry its admin API fills.
 //!
 //! [`Config::default`] is what a laptop needs; [`Config::from_env`] starts from it and applies
 //! the environment, failing with an error that names the variable when a value is unusable.
@@ -9,8 +10,29 @@ use std::time::Duration;
 
 use servicekit::env::{self, EnvError};
 
+/// The fault kinds that act in the gateway: the inbound HTTP and runtime faults (on its
+/// routes), the dependency faults and the dropped trace context (on its calls to `orders` and
+/// `fulfillment`), and the clock skew (on its exported spans; `faultline serve` installs that
+/// hook). Database and queue faults act in the services that own them.
+pub const FAULT_KINDS: &[chaos::FaultKind] = &[
+    chaos::FaultKind::HttpLatency,
+    chaos::FaultKind::HttpError,
+    chaos::FaultKind::HttpHang,
+    chaos::FaultKind::DependencyLatency,
+    chaos::FaultKind::DependencyError,
+    chaos::FaultKind::RuntimeCpuBurn,
+    chaos::FaultKind::RuntimeBlockingCall,
+    chaos::FaultKind::RuntimeLockAcrossAwait,
+    chaos::FaultKind::RuntimeMemoryLeak,
+    chaos::FaultKind::TelemetryDropContext,
+    chaos::FaultKind::TelemetryClockSkew,
+];
+
 /// Everything [`crate::start`] needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two configs are equal when their settings are; [`faults`](Self::faults) is compared by
+/// service and supported kinds only (the faults it holds are runtime state, not configuration).
+#[derive(Clone, Debug)]
 pub struct Config {
     /// `LISTEN_ADDR`: the public app listener. Default `127.0.0.1:8080`.
     pub listen_addr: SocketAddr,
@@ -36,7 +58,34 @@ pub struct Config {
     pub fulfillment_timeout: Duration,
     /// `GATEWAY_MAX_BODY_BYTES`: the largest request body accepted (413 beyond). Default 16 KiB.
     pub max_body_bytes: usize,
+    /// The gateway's fault registry ([`FAULT_KINDS`]), filled through `/admin/faults` on the
+    /// admin listener. Empty at start; clones share it, so a test or the binary may keep one to
+    /// look at or change the faults directly.
+    pub faults: chaos::Faults,
+    /// `FAULTLINE_ADMIN_TOKEN`: the bearer token every `/admin/faults` mutation needs. Default
+    /// none: mutations are open (fine on loopback; `faultline up` always sets one).
+    pub admin_token: Option<String>,
 }
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.listen_addr == other.listen_addr
+            && self.admin_listen_addr == other.admin_listen_addr
+            && self.orders_url == other.orders_url
+            && self.fulfillment_url == other.fulfillment_url
+            && self.rate_limit_rps == other.rate_limit_rps
+            && self.rate_limit_burst == other.rate_limit_burst
+            && self.max_concurrent_requests == other.max_concurrent_requests
+            && self.orders_timeout == other.orders_timeout
+            && self.fulfillment_timeout == other.fulfillment_timeout
+            && self.max_body_bytes == other.max_body_bytes
+            && self.faults.service() == other.faults.service()
+            && self.faults.supported() == other.faults.supported()
+            && self.admin_token == other.admin_token
+    }
+}
+
+impl Eq for Config {}
 
 /// The default rate limit, requests per second.
 pub const DEFAULT_RATE_LIMIT_RPS: u32 = 500;
@@ -58,6 +107,8 @@ impl Default for Config {
             orders_timeout: Duration::from_secs(2),
             fulfillment_timeout: Duration::from_secs(1),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            faults: chaos::Faults::new("gateway", FAULT_KINDS),
+            admin_token: None,
         }
     }
 }
@@ -95,6 +146,8 @@ impl Config {
                 "GATEWAY_MAX_BODY_BYTES",
                 env::positive("GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes as u64)?,
             )?,
+            faults: defaults.faults,
+            admin_token: env::admin_token(),
         })
     }
 }
@@ -165,5 +218,21 @@ mod tests {
         assert_eq!(c.orders_timeout, Duration::from_secs(2));
         assert_eq!(c.fulfillment_timeout, Duration::from_secs(1));
         assert_eq!(c.max_body_bytes, 16 * 1024);
+        assert_eq!(c.faults.service(), "gateway");
+        assert!(c.faults.is_empty());
+        assert_eq!(c.admin_token, None);
+    }
+
+    #[test]
+    fn the_gateway_runs_its_http_runtime_dependency_and_telemetry_faults_only() {
+        use chaos::FaultKind;
+        let supported = Config::default().faults.supported().to_vec();
+        assert_eq!(supported, FAULT_KINDS);
+        assert_eq!(supported.len(), 11);
+        for kind in FaultKind::ALL {
+            let name = kind.name();
+            let expected = !(name.starts_with("db.") || name.starts_with("queue."));
+            assert_eq!(supported.contains(&kind), expected, "{name}");
+        }
     }
 }

@@ -25,7 +25,14 @@
 //! to its router and calls services through the instrumented client, so one request is one
 //! trace across all three services.
 //!
-//! The admin listener (:9080) serves `/metrics`, `/healthz` and `/readyz`. Readiness means
+//! Faults ([`chaos`]) can be injected at run time through `/admin/faults` on the admin listener
+//! ([`FAULT_KINDS`] lists those that act here): HTTP and runtime faults on the routes (a
+//! middleware near the handlers, see [`app`]), dependency faults and a dropped trace context on
+//! the calls to `orders` and `fulfillment` (below the CLIENT span). A fault shows in the
+//! telemetry only through its effects, unless it was set with `reveal`.
+//!
+//! The admin listener (:9080) serves `/metrics`, `/healthz`, `/readyz` and `/admin/faults`
+//! (mutations need the [`Config::admin_token`] when one is set). Readiness means
 //! "both downstream services answer HTTP": orders and fulfillment serve `/healthz` on their admin
 //! ports, which the gateway is not told, so each check asks the app port for something that
 //! cannot exist (`GET /orders/00000000-0000-0000-0000-000000000000`,
@@ -53,6 +60,7 @@ use servicekit::server::{CancellationToken, Listeners};
 pub use app::{AppState, router};
 pub use config::{
     Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RATE_LIMIT_RPS,
+    FAULT_KINDS,
 };
 pub use servicekit::server::Running;
 
@@ -61,6 +69,9 @@ pub use servicekit::server::Running;
 /// are finished, then [`Running::wait`] returns.
 ///
 /// `metrics` renders `GET /metrics` on the admin listener (`None`: that route answers 404).
+/// The admin listener also serves `/admin/faults` for [`Config::faults`], and a task removes
+/// expired faults until `shutdown` (it also registers the `faultline_faults_active` gauge, so
+/// start the gateway after the metrics recorder is installed).
 ///
 /// # Errors
 /// When a listener cannot be bound; the message names the variable to change.
@@ -73,8 +84,16 @@ pub async fn start(
     let (app_addr, admin_addr) = (listeners.app_addr, listeners.admin_addr);
 
     admission::describe_metrics();
+    tokio::spawn(
+        config
+            .faults
+            .clone()
+            .run_expiry(shutdown.clone().cancelled_owned()),
+    );
     let state = AppState::new(&config);
-    let admin = servicekit::admin::admin_router(metrics, state.readiness());
+    let admin = servicekit::admin::admin_router(metrics, state.readiness()).merge(
+        chaos::admin::router(config.faults.clone(), config.admin_token.clone()),
+    );
     let app = router(state);
 
     tracing::info!(
@@ -85,6 +104,7 @@ pub async fn start(
         rate_limit_rps = config.rate_limit_rps,
         rate_limit_burst = config.rate_limit_burst,
         max_concurrent_requests = config.max_concurrent_requests,
+        admin_token = config.admin_token.is_some(),
         "gateway listening"
     );
     let task = tokio::spawn(async move {

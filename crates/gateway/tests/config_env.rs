@@ -20,7 +20,7 @@ fn clear(vars: &[&str]) {
     }
 }
 
-const VARS: [&str; 10] = [
+const VARS: [&str; 11] = [
     "LISTEN_ADDR",
     "ADMIN_LISTEN_ADDR",
     "ORDERS_URL",
@@ -31,6 +31,7 @@ const VARS: [&str; 10] = [
     "GATEWAY_ORDERS_TIMEOUT_MS",
     "GATEWAY_FULFILLMENT_TIMEOUT_MS",
     "GATEWAY_MAX_BODY_BYTES",
+    "FAULTLINE_ADMIN_TOKEN",
 ];
 
 #[test]
@@ -46,6 +47,7 @@ fn the_environment_overrides_the_defaults_and_bad_values_name_their_variable() {
         ("GATEWAY_RATE_LIMIT_RPS", "50"),
         ("GATEWAY_MAX_CONCURRENT_REQUESTS", "8"),
         ("GATEWAY_ORDERS_TIMEOUT_MS", "750"),
+        ("FAULTLINE_ADMIN_TOKEN", " s3cret "),
     ]);
     let c = Config::from_env().unwrap();
     assert_eq!(c.listen_addr.to_string(), "0.0.0.0:18080");
@@ -60,6 +62,9 @@ fn the_environment_overrides_the_defaults_and_bad_values_name_their_variable() {
     assert_eq!(c.max_concurrent_requests, 8);
     assert_eq!(c.orders_timeout, Duration::from_millis(750));
     assert_eq!(c.fulfillment_timeout, Duration::from_secs(1));
+    assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+    assert_eq!(c.faults.service(), "gateway");
+    assert_eq!(c.faults.supported(), gateway::FAULT_KINDS);
 
     set(&[("GATEWAY_RATE_LIMIT_BURST", "5")]);
     assert_eq!(Config::from_env().unwrap().rate_limit_burst, 5);

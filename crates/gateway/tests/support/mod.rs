@@ -106,7 +106,7 @@ impl Drop for Gateway {
     }
 }
 
-/// Test defaults: ephemeral ports, short timeouts, limits out of the way.
+/// Test defaults: ephemeral ports, short timeouts, limits out of the way, no fault, no token.
 pub fn config(orders_url: &str, fulfillment_url: &str) -> Config {
     Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
@@ -119,6 +119,9 @@ pub fn config(orders_url: &str, fulfillment_url: &str) -> Config {
         orders_timeout: Duration::from_millis(500),
         fulfillment_timeout: Duration::from_millis(300),
         max_body_bytes: gateway::DEFAULT_MAX_BODY_BYTES,
+        // A fresh, empty registry of its own.
+        faults: Config::default().faults,
+        admin_token: None,
     }
 }
 
