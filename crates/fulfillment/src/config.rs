@@ -6,7 +6,7 @@ use std::time::Duration;
 use servicekit::env::{self, EnvError};
 
 /// The fulfillment service's settings. [`Config::from_env`] reads them; tests build one directly.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// `LISTEN_ADDR`: the app listener (`GET /users/{id}/shipments`). Default `127.0.0.1:8082`.
     pub listen_addr: SocketAddr,
@@ -31,6 +31,36 @@ pub struct Config {
     /// before the queue redelivers it (to this or another instance). Must exceed the longest
     /// processing time. Default 30 s.
     pub ack_wait: Duration,
+    /// The service's fault registry (`chaos::Faults::new("fulfillment", FAULT_KINDS)`): the
+    /// admin API sets faults in it and the hooks in the worker, the HTTP API and the orders
+    /// client read it. Build it before telemetry when `telemetry.clock_skew` should act (its
+    /// span hook reads this registry).
+    pub faults: chaos::Faults,
+    /// `FAULTLINE_ADMIN_TOKEN`: the bearer token `PUT`/`DELETE /admin/faults` need. `None`:
+    /// fault changes are open (a local lab only).
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen_addr", &self.listen_addr)
+            .field("admin_listen_addr", &self.admin_listen_addr)
+            .field("database_url", &servicekit::db::redact(&self.database_url))
+            .field("queue_url", &servicekit::db::redact(&self.queue_url))
+            .field("orders_url", &self.orders_url)
+            .field("workers", &self.workers)
+            .field("orders_timeout", &self.orders_timeout)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("ack_wait", &self.ack_wait)
+            .field("faults", &self.faults)
+            // Never print the token itself.
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Config {
@@ -51,6 +81,8 @@ impl Config {
             orders_timeout: env::millis("FULFILLMENT_ORDERS_TIMEOUT_MS", Duration::from_secs(2))?,
             max_deliveries,
             ack_wait: env::millis("FULFILLMENT_ACK_WAIT_MS", Duration::from_secs(30))?,
+            faults: chaos::Faults::new("fulfillment", crate::FAULT_KINDS),
+            admin_token: env::admin_token(),
         })
     }
 }

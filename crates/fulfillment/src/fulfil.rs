@@ -1,7 +1,8 @@
 //! Fulfilling one order: the business steps the worker runs for each `orders.placed` message.
 //!
 //! 1. parse the event (a payload that cannot be an order is poison: dead-letter it now);
-//! 2. take the payment (simulated: 5–20 ms, span `payment`);
+//! 2. take the payment (simulated: 5–20 ms, span `payment`; this is where `queue.slow_consumer`
+//!    adds its delay and where a `queue.poison` order fails, on every delivery);
 //! 3. ship and record the shipment (simulated work, span `shipment`, then
 //!    `INSERT … ON CONFLICT (order_id) DO NOTHING`): a redelivered message ships nothing new;
 //! 4. tell orders the order is `fulfilled`.
@@ -14,12 +15,18 @@
 //! This code runs inside the CONSUMER span that [`queue::Queue::process`] opens, so the spans
 //! made here, and the CLIENT span of the status report, belong to the trace of the request that
 //! placed the order. It makes no span kinds or propagation of its own.
+//!
+//! The faults leave no mark of their own: a slow payment is just a slower `payment` span, and a
+//! poison order fails the way an order the code cannot handle would (an error log, the
+//! `payment` span and the CONSUMER span in error, retries, then the dead letters).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chaos::{FaultKind, Faults};
 use queue::{ProcessError, ReceivedMessage};
 use rand::Rng;
+use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::event::OrderPlaced;
@@ -42,6 +49,8 @@ pub(crate) struct Progress {
 pub(crate) struct Fulfiller {
     pub(crate) shipments: Shipments,
     pub(crate) orders: OrdersClient,
+    /// Read by the payment step (`queue.slow_consumer`, `queue.poison`).
+    pub(crate) faults: Faults,
 }
 
 impl Fulfiller {
@@ -69,12 +78,17 @@ impl Fulfiller {
         set_progress(progress, |p| p.order_id = Some(event.order_id.clone()));
         let order_id = event.order_id.as_str();
 
-        simulate_work()
-            .instrument(tracing::info_span!("payment", order_id))
-            .await;
+        self.take_payment(order_id)
+            .instrument(tracing::info_span!(
+                "payment",
+                order_id,
+                otel.status_code = Empty,
+                error.type = Empty
+            ))
+            .await?;
 
         let recorded = async {
-            simulate_work().await;
+            simulate_work(Duration::ZERO).await;
             self.shipments
                 .record(order_id, &event.user_id, &event.items)
                 .await
@@ -118,6 +132,36 @@ impl Fulfiller {
         }
     }
 
+    /// The payment step (simulated), inside the `payment` span.
+    ///
+    /// `queue.slow_consumer` makes it `ms` slower for the messages it draws. An order that
+    /// `queue.poison` affects (the same orders on every delivery, see [`Faults::affects`])
+    /// cannot be charged: the step fails with a retryable error, as an unexpected failure in
+    /// the worker's own code would, so the message is retried and finally dead-lettered.
+    async fn take_payment(&self, order_id: &str) -> Result<(), ProcessError> {
+        let extra = match self.faults.roll(FaultKind::QueueSlowConsumer, |_| true) {
+            Some(hit) => {
+                hit.acted();
+                hit.spec().duration()
+            }
+            None => Duration::ZERO,
+        };
+        simulate_work(extra).await;
+        if let Some(hit) = self.faults.affects(FaultKind::QueuePoison, order_id) {
+            hit.acted();
+            let error =
+                "cannot build the payment request: the order's line items could not be priced";
+            let span = Span::current();
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", "payment_failed");
+            tracing::error!(order_id, error, "payment failed");
+            return Err(ProcessError::Retry(format!(
+                "payment for order {order_id} failed: {error}"
+            )));
+        }
+        Ok(())
+    }
+
     /// After a message was dead-lettered: tell orders, best effort, how the order ended. An
     /// order whose shipment was recorded *did* ship (only the report kept failing), so it is
     /// reported `fulfilled`, never `failed`.
@@ -155,8 +199,8 @@ fn set_progress(progress: &Mutex<Progress>, update: impl FnOnce(&mut Progress)) 
     update(&mut progress.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-/// Simulated work (a payment provider, a warehouse): 5–20 ms with jitter.
-async fn simulate_work() {
+/// Simulated work (a payment provider, a warehouse): 5–20 ms with jitter, plus `extra`.
+async fn simulate_work(extra: Duration) {
     let millis = rand::rng().random_range(5..=20);
-    tokio::time::sleep(Duration::from_millis(millis)).await;
+    tokio::time::sleep(Duration::from_millis(millis) + extra).await;
 }

@@ -19,6 +19,23 @@
 //! the HTTP API and `database.rs` for the connection and schema.
 //!
 //! The library initialises no telemetry: the binary does, and passes the metrics handle in.
+//!
+//! # Faults
+//!
+//! The admin listener serves `/admin/faults` ([`chaos::admin`]) over [`Config::faults`]; the
+//! kinds fulfillment runs are [`FAULT_KINDS`]. Where each acts:
+//!
+//! - `http.*` and `runtime.*`: on the app listener's requests ([`chaos::http::inbound`], inside
+//!   the SERVER span);
+//! - `dependency.latency`, `dependency.error`, `telemetry.drop_context` (target `orders`): on
+//!   the status report to orders, below its CLIENT span ([`chaos::client::OutboundLayer`]);
+//! - `queue.consumer_stall`: the worker pool takes no messages while it lasts;
+//! - `queue.slow_consumer`: a message's payment step takes `ms` longer, inside the CONSUMER
+//!   span;
+//! - `queue.poison`: the affected fraction of orders fail their payment step on every delivery,
+//!   like an order the worker cannot handle, until they are dead-lettered;
+//! - `telemetry.clock_skew`: through the span hook the binary installs
+//!   ([`chaos::Faults::clock_skew_hook`]).
 
 mod config;
 mod database;
@@ -44,6 +61,24 @@ pub use queue_link::QUEUE_PENDING_MESSAGES;
 pub use shipments::Shipment;
 pub use worker::DEAD_LETTERS;
 
+/// The fault kinds fulfillment runs; `PUT /admin/faults` refuses any other with 400.
+pub const FAULT_KINDS: &[chaos::FaultKind] = &[
+    chaos::FaultKind::HttpLatency,
+    chaos::FaultKind::HttpError,
+    chaos::FaultKind::HttpHang,
+    chaos::FaultKind::DependencyLatency,
+    chaos::FaultKind::DependencyError,
+    chaos::FaultKind::QueueConsumerStall,
+    chaos::FaultKind::QueueSlowConsumer,
+    chaos::FaultKind::QueuePoison,
+    chaos::FaultKind::RuntimeCpuBurn,
+    chaos::FaultKind::RuntimeBlockingCall,
+    chaos::FaultKind::RuntimeLockAcrossAwait,
+    chaos::FaultKind::RuntimeMemoryLeak,
+    chaos::FaultKind::TelemetryDropContext,
+    chaos::FaultKind::TelemetryClockSkew,
+];
+
 use database::Database;
 use fulfil::Fulfiller;
 use orders_client::OrdersClient;
@@ -56,7 +91,9 @@ use shipments::Shipments;
 /// 2. starts connecting to the queue in the background: if it is unreachable the service still
 ///    runs, `/readyz` reports the queue as not ready, and consuming starts once it connects;
 /// 3. binds the app and admin listeners (port 0 allowed: see [`Running`]);
-/// 4. starts the worker pool and the `fulfillment_queue_pending_messages` refresher.
+/// 4. starts the worker pool and the `fulfillment_queue_pending_messages` refresher;
+/// 5. starts the fault registry's expiry task (which also registers
+///    `faultline_faults_active`) and serves `/admin/faults` on the admin listener.
 ///
 /// Cancelling `shutdown` stops receiving, lets the messages in flight finish (or leaves them
 /// unacked, to be redelivered), and closes the listeners gracefully. [`Running::wait`] returns
@@ -100,9 +137,12 @@ pub async fn start(
     let link = QueueLink::connect(queue_config, stop.clone());
 
     let shipments = Shipments::new(db.clone());
+    let faults = config.faults.clone();
+    let expiry = tokio::spawn(faults.clone().run_expiry(stop.clone().cancelled_owned()));
     let fulfiller = Arc::new(Fulfiller {
         shipments: shipments.clone(),
-        orders: OrdersClient::new(&config.orders_url, config.orders_timeout),
+        orders: OrdersClient::new(&config.orders_url, config.orders_timeout, faults.clone()),
+        faults: faults.clone(),
     });
 
     let readiness = {
@@ -118,8 +158,11 @@ pub async fn start(
                 async move { link.ready().await }
             })
     };
-    let app = routes::app_router(shipments);
-    let admin = admin_router(metrics, readiness);
+    let app = routes::app_router(shipments, faults.clone());
+    let admin = admin_router(metrics, readiness).merge(chaos::admin::router(
+        faults.clone(),
+        config.admin_token.clone(),
+    ));
 
     let pending = tokio::spawn(link.clone().report_pending(stop.clone()));
     let workers = tokio::spawn(worker::run(link, fulfiller, workers, stop.clone()));
@@ -140,6 +183,7 @@ pub async fn start(
         let served = server.await;
         let worked = workers.await;
         let _ = pending.await;
+        let _ = expiry.await;
         db.close().await;
         served.context("the listener task panicked")??;
         worked.context("the worker pool panicked")?;

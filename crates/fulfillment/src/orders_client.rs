@@ -95,10 +95,13 @@ pub(crate) struct OrdersClient {
 impl OrdersClient {
     /// A client for the orders service at `base_url`, each attempt bounded by `timeout`,
     /// retried up to [`RETRIES`] times (after 100 ms, 200 ms, 400 ms, each plus up to as much
-    /// jitter) when transient.
-    pub(crate) fn new(base_url: &str, timeout: Duration) -> Self {
+    /// jitter) when transient. The outbound faults of `faults` whose target is `orders` (or
+    /// its `host:port`) act on each attempt, below its CLIENT span.
+    pub(crate) fn new(base_url: &str, timeout: Duration, faults: chaos::Faults) -> Self {
         Self {
-            http: HttpClient::new(),
+            http: HttpClient::new().with_faults(
+                chaos::client::OutboundLayer::new(faults).dependency("orders", base_url),
+            ),
             base_url: base_url.trim_end_matches('/').to_owned(),
             timeout,
             backoff: ExponentialBuilder::new()

@@ -3,7 +3,7 @@
 //! The gateway calls it (in parallel with orders) to build a user's summary. Errors are
 //! `application/problem+json` carrying the `trace_id`; the SERVER span and RED metrics come
 //! from [`telemetry::http::ServerLayer`], added with `Router::layer` so it sees the matched
-//! route.
+//! route. The inbound fault middleware sits inside it.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -15,13 +15,18 @@ use servicekit::problem::Problem;
 use crate::event::valid_id;
 use crate::shipments::{Shipment, Shipments};
 
-/// The app router.
-pub(crate) fn app_router(shipments: Shipments) -> Router {
+/// The app router. The inbound faults (`http.*`, `runtime.*`) act inside the SERVER span, so
+/// the span and the RED metrics see their effect as they would see a real incident's.
+pub(crate) fn app_router(shipments: Shipments, faults: chaos::Faults) -> Router {
     Router::new()
         .route("/users/{id}/shipments", get(user_shipments))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shipments)
+        .layer(axum::middleware::from_fn_with_state(
+            faults,
+            chaos::http::inbound,
+        ))
         .layer(telemetry::http::ServerLayer::new())
 }
 

@@ -10,6 +10,12 @@
 //! the message's `traceparent`. The task is spawned outside any span on purpose, so the
 //! consumer span's parent is the producer's context and never some unrelated local span.
 //!
+//! `queue.consumer_stall`: while the fault is active the loop asks the queue for nothing (a
+//! receive already waiting, at most [`RECEIVE_WAIT`], still completes), so messages pile up and
+//! `fulfillment_queue_pending_messages` climbs; messages in flight finish normally. It waits on
+//! the registry's change notifications (with a [`STALL_RECHECK`] fallback) and resumes as soon
+//! as the fault is cleared or expires.
+//!
 //! Shutdown: on `stop` the loop receives nothing more and waits (bounded) for the tasks in
 //! flight. A task cut off after that leaves its delivery unacked; the queue redelivers it after
 //! the ack wait, and the idempotent handler makes that harmless.
@@ -17,17 +23,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chaos::{FaultKind, Faults};
 use queue::{Delivery, Outcome, Queue};
 use rand::Rng;
 use servicekit::server::CancellationToken;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, Span};
 
 use crate::fulfil::{Fulfiller, Progress};
 use crate::queue_link::QueueLink;
 
-/// `fulfillment_dead_letters_total` (counter): messages this service dead-lettered.
+/// `fulfillment_dead_letters_total` (counter): messages this service dead-lettered, whether
+/// their processing failed for good or the queue moved them during this service's receive
+/// because they had been delivered `max_deliveries` times without ever being settled.
 pub const DEAD_LETTERS: &str = "fulfillment_dead_letters_total";
 
 /// The longest one receive call waits for a first message. Short, so that shutdown is noticed
@@ -35,6 +44,9 @@ pub const DEAD_LETTERS: &str = "fulfillment_dead_letters_total";
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 /// The pause after a failed receive before trying again.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// While the consumer is stalled, how often the fault is looked up again even without a change
+/// notification.
+const STALL_RECHECK: Duration = Duration::from_millis(250);
 /// How long shutdown waits for messages in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redelivery delay after the first failed delivery; doubled per delivery up to
@@ -58,6 +70,9 @@ pub(crate) async fn run(
     tracing::info!(workers, "worker pool consuming orders.placed");
     let semaphore = Arc::new(Semaphore::new(workers));
     let mut in_flight = JoinSet::new();
+    let faults = fulfiller.faults.clone();
+    let mut fault_changes = faults.subscribe();
+    let mut unsettled_seen = queue.unsettled_dead_letters();
     loop {
         // Reap finished tasks so the set does not grow; a panic is logged, and its delivery
         // (never settled) is redelivered after the ack wait.
@@ -78,7 +93,12 @@ pub(crate) async fn run(
         while let Ok(permit) = semaphore.clone().try_acquire_owned() {
             permits.push(permit);
         }
-        let deliveries = match queue.receive(permits.len(), RECEIVE_WAIT).await {
+        if !wait_while_stalled(&faults, &mut fault_changes, &stop).await {
+            break;
+        }
+        let received = queue.receive(permits.len(), RECEIVE_WAIT).await;
+        count_unsettled_dead_letters(&queue, &mut unsettled_seen);
+        let deliveries = match received {
             Ok(deliveries) => deliveries,
             Err(error) => {
                 tracing::warn!(%error, "receiving from the queue failed; retrying");
@@ -126,6 +146,44 @@ pub(crate) async fn run(
         }
     }
     tracing::info!("worker pool stopped");
+}
+
+/// `queue.consumer_stall`: returns at once when the fault is not active; otherwise waits until
+/// it is cleared or expires. `false` if `stop` was cancelled meanwhile.
+async fn wait_while_stalled(
+    faults: &Faults,
+    changes: &mut watch::Receiver<u64>,
+    stop: &CancellationToken,
+) -> bool {
+    let mut acted: Option<String> = None;
+    while let Some(hit) = faults.find(FaultKind::QueueConsumerStall, |_| true) {
+        // Once per fault: the stall is one occurrence however long it lasts.
+        if acted.as_deref() != Some(hit.id()) {
+            hit.acted();
+            acted = Some(hit.id().to_owned());
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The registry is gone (never, while the service runs): poll instead.
+                    tokio::time::sleep(STALL_RECHECK).await;
+                }
+            }
+            _ = tokio::time::sleep(STALL_RECHECK) => {}
+        }
+    }
+    true
+}
+
+/// Adds the messages the queue dead-lettered inside this service's receive calls (delivered
+/// `max_deliveries` times, never settled) to [`DEAD_LETTERS`].
+fn count_unsettled_dead_letters(queue: &Queue, seen: &mut u64) {
+    let now = queue.unsettled_dead_letters();
+    if now > *seen {
+        metrics::counter!(DEAD_LETTERS).increment(now - *seen);
+        *seen = now;
+    }
 }
 
 /// Processes one delivery: the handler inside the CONSUMER span, then the dead-letter follow-up.

@@ -262,6 +262,8 @@ async fn readiness_reports_the_queue_until_it_can_be_reached() {
         orders_timeout: Duration::from_secs(1),
         max_deliveries: 5,
         ack_wait: Duration::from_secs(5),
+        faults: chaos::Faults::new("fulfillment", fulfillment::FAULT_KINDS),
+        admin_token: None,
     };
     let shutdown = fulfillment::CancellationToken::new();
     let running = fulfillment::start(config, None, shutdown.clone())

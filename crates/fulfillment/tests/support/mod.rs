@@ -153,6 +153,8 @@ pub struct Options {
     pub max_deliveries: u32,
     pub workers: usize,
     pub metrics: Option<telemetry::MetricsHandle>,
+    /// `FAULTLINE_ADMIN_TOKEN`; default none.
+    pub admin_token: Option<String>,
 }
 
 impl Options {
@@ -165,6 +167,7 @@ impl Options {
             max_deliveries: 5,
             workers: 4,
             metrics: None,
+            admin_token: None,
         }
     }
 }
@@ -213,6 +216,8 @@ pub async fn start_service_in(dir: TempDir, options: Options) -> Service {
         orders_timeout: Duration::from_secs(1),
         max_deliveries: options.max_deliveries,
         ack_wait: options.ack_wait,
+        faults: chaos::Faults::new("fulfillment", fulfillment::FAULT_KINDS),
+        admin_token: options.admin_token,
     };
     let shutdown = CancellationToken::new();
     let running = fulfillment::start(config, options.metrics, shutdown.clone())
