@@ -18,13 +18,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json as JsonResponse, Router};
+use chaos::FaultKind;
 use serde::Deserialize;
 use servicekit::problem::{Json, Problem};
 use tokio::sync::Notify;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Locking;
-use crate::order::{PlaceOrder, Status, check_id};
+use crate::order::{ORDERS_PLACED, PlaceOrder, Status, check_id};
 use crate::store::{StatusChange, Store, StoreError};
 
 /// Largest request body: an order of 20 items is well under 2 KiB.
@@ -38,10 +39,13 @@ pub(crate) struct AppState {
     pub(crate) max_conflict_retries: u32,
     /// Wakes the outbox relay after an order commits.
     pub(crate) outbox_written: Arc<Notify>,
+    /// The service's faults.
+    pub(crate) faults: chaos::Faults,
 }
 
-/// The app router, with the body limit and the SERVER telemetry layer.
+/// The app router, with the body limit, the inbound faults and the SERVER telemetry layer.
 pub(crate) fn router(state: AppState) -> Router {
+    let faults = state.faults.clone();
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
@@ -51,7 +55,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(state)
-        // `Router::layer`, so that the layer sees the matched route (`/orders/{id}`).
+        // `Router::layer`, so that both layers see the matched route (`/orders/{id}`). The
+        // faults are inside the SERVER layer: its span and metrics see what they do.
+        .layer(axum::middleware::from_fn_with_state(
+            faults,
+            chaos::http::inbound,
+        ))
         .layer(telemetry::http::ServerLayer::new())
 }
 
@@ -62,8 +71,14 @@ async fn place_order(
 ) -> Result<Response, ApiError> {
     let order = request.validate().map_err(Problem::unprocessable)?;
     // The outbox row carries this request's trace context, so that publishing it later, in
-    // another task, continues this trace.
-    let trace_headers = telemetry::propagation::inject_map(&tracing::Span::current().context());
+    // another task, continues this trace — unless `telemetry.drop_context` breaks that hop.
+    let mut trace_headers = telemetry::propagation::inject_map(&tracing::Span::current().context());
+    if let Some(hit) = state.faults.roll(FaultKind::TelemetryDropContext, |spec| {
+        chaos::target_matches(spec, &["queue", ORDERS_PLACED])
+    }) {
+        hit.acted();
+        trace_headers.clear();
+    }
     let placed = state
         .store
         .place_order(

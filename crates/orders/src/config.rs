@@ -52,7 +52,7 @@ impl FromStr for Locking {
 }
 
 /// Everything [`start`](crate::start) needs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// The app listener (`LISTEN_ADDR`, default `127.0.0.1:8081`); port 0 picks a free port.
     pub listen_addr: SocketAddr,
@@ -71,6 +71,33 @@ pub struct Config {
     pub max_conflict_retries: u32,
     /// Database connections in the pool (`DB_POOL_SIZE`, default 10).
     pub db_pool_size: u32,
+    /// The service's fault registry (empty at start; faults are set through the admin API),
+    /// supporting [`FAULT_KINDS`](crate::FAULT_KINDS). A clone shares the registry: give one to
+    /// the telemetry span hook for `telemetry.clock_skew` before starting.
+    pub faults: chaos::Faults,
+    /// The bearer token `PUT`/`DELETE /admin/faults` require (`FAULTLINE_ADMIN_TOKEN`); `None`
+    /// leaves them open.
+    pub admin_token: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    /// Everything but the admin token's value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen_addr", &self.listen_addr)
+            .field("admin_listen_addr", &self.admin_listen_addr)
+            .field("database_url", &servicekit::db::redact(&self.database_url))
+            .field("queue_url", &servicekit::db::redact(&self.queue_url))
+            .field("locking", &self.locking)
+            .field("max_conflict_retries", &self.max_conflict_retries)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("faults", &self.faults)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Config {
@@ -84,11 +111,14 @@ impl Config {
             locking: Locking::Optimistic,
             max_conflict_retries: 10,
             db_pool_size: 10,
+            faults: chaos::Faults::new("orders", crate::FAULT_KINDS),
+            admin_token: None,
         }
     }
 
     /// Reads `LISTEN_ADDR`, `ADMIN_LISTEN_ADDR`, `DATABASE_URL`, `QUEUE_URL`, `LOCKING`,
-    /// `MAX_CONFLICT_RETRIES` and `DB_POOL_SIZE`; unset or empty variables take the defaults.
+    /// `MAX_CONFLICT_RETRIES`, `DB_POOL_SIZE` and `FAULTLINE_ADMIN_TOKEN`; unset or empty
+    /// variables take the defaults. The fault registry starts empty.
     ///
     /// # Errors
     /// [`EnvError`] naming the first variable that is set to something unusable.
@@ -111,6 +141,8 @@ impl Config {
                 defaults.max_conflict_retries,
             )?,
             db_pool_size: bounded_u32("DB_POOL_SIZE", defaults.db_pool_size)?,
+            faults: defaults.faults,
+            admin_token: env::admin_token(),
         })
     }
 }
@@ -154,5 +186,19 @@ mod tests {
         assert_eq!(c.queue_url, "sqlite://.faultline/queue.db");
         assert_eq!(c.locking, Locking::Optimistic);
         assert_eq!(c.max_conflict_retries, 10);
+        assert!(c.faults.is_empty());
+        assert_eq!(c.faults.service(), "orders");
+        assert_eq!(c.admin_token, None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_admin_token() {
+        let c = Config {
+            admin_token: Some("s3cret".to_owned()),
+            ..Config::defaults()
+        };
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -2,6 +2,14 @@
 //! `DATABASE_URL`, the embedded migrations, the seed stock, and [`Database::run`], the one
 //! place every statement passes through to get its database CLIENT span and duration metric.
 //!
+//! The store's statements go through [`Database::run_in`] (in a transaction) or
+//! [`Database::run_pooled`] (on a connection of their own): there a `db.slow_query` fault makes
+//! the *database* spend the fault's time, on the statement's own connection and inside its span
+//! — `pg_sleep` on PostgreSQL, a calibrated busy query on SQLite — as a slow plan or a cold cache
+//! would. Taking a connection from the pool is timed ([`CONNECTION_WAIT_TIME`]) and the pool's
+//! use is published as the semantic-convention connection metrics ([`CONNECTIONS`],
+//! [`CONNECTION_MAX`]).
+//!
 //! The same SQL runs on both backends: `$1` placeholders (SQLite reads `$N` as "parameter N"),
 //! `ON CONFLICT … DO NOTHING`, and only the column types sqlx's `Any` driver can move (integers
 //! and text). The one backend-specific statement, `SELECT … FOR UPDATE`, lives in
@@ -11,15 +19,17 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chaos::{FaultKind, Faults, Hit};
 use servicekit::db::{postgres_server, redact};
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{Any, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::pool::PoolConnectionMetadata;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
+use sqlx::{AnyConnection, AnyPool, Connection as _};
 use sqlx::{Row, SqlSafeStr};
 use telemetry::db::{DbOperation, DbServer};
+use tokio::sync::OnceCell;
 
 /// How long a request waits for a free connection before it fails (with 503): long enough to
 /// ride out a burst, short enough that an exhausted pool is visible as errors, not as hangs.
@@ -29,6 +39,31 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SEED_SKUS: u32 = 10;
 /// Stock of each seeded SKU.
 const SEED_STOCK: i64 = 10_000;
+
+/// Gauge `db.client.connection.count`: the pool's connections by `db_client_connection_state`
+/// (`idle`, `used`). Exposed without the `_count` suffix, which Prometheus reserves for
+/// histograms and summaries (`promtool check metrics` refuses it on a gauge).
+pub(crate) const CONNECTIONS: &str = "db_client_connections";
+/// Gauge `db.client.connection.max`: the most connections the pool opens.
+pub(crate) const CONNECTION_MAX: &str = "db_client_connection_max";
+/// Histogram `db.client.connection.wait_time` (seconds): how long taking a connection from the
+/// pool took, for a transaction or a statement (also when it timed out).
+pub(crate) const CONNECTION_WAIT_TIME: &str = "db_client_connection_wait_time_seconds";
+/// `db.client.connection.pool.name` of the service's one pool.
+const POOL_NAME: &str = "orders";
+/// How often the pool gauges are refreshed when nothing else refreshes them.
+const POOL_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `db.slow_query` on PostgreSQL: the server sleeps (`pg_sleep` returns `void`, which sqlx's
+/// `Any` driver cannot decode; selecting from it returns an integer instead).
+const PG_SLEEP: &str = "SELECT 1 FROM pg_sleep($1)";
+/// `db.slow_query` on SQLite, which has no sleep function: a query that counts to `$1`.
+const SQLITE_BUSY_QUERY: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $1) SELECT count(*) FROM c";
+/// Iterations of the first busy query, which measures how fast this machine counts.
+const BUSY_CALIBRATION_ITERATIONS: i64 = 200_000;
+/// The longest single busy query: the stall is a series of these until its time is up, so that
+/// a mis-calibration overshoots by at most this much.
+const BUSY_CHUNK: Duration = Duration::from_millis(100);
 
 /// Which database `DATABASE_URL` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,12 +118,27 @@ pub enum DatabaseError {
     Query(#[from] sqlx::Error),
 }
 
-/// The connection pool plus what every span needs to know about the server.
-#[derive(Debug)]
+/// The connection pool plus what every span needs to know about the server, and the faults
+/// that act on its statements.
 pub(crate) struct Database {
     pool: AnyPool,
     backend: Backend,
     server: DbServer,
+    /// The URL the pool connects with (for a separate connection: [`Database::connect_other`]).
+    url: String,
+    faults: Faults,
+    /// SQLite busy-query iterations per millisecond, measured at the first slow query.
+    busy_rate: OnceCell<f64>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &redact(&self.url))
+            .field("backend", &self.backend)
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
 }
 
 /// `db.operation.name`, `db.collection.name` and the parameterised text of one statement; the
@@ -169,6 +219,9 @@ impl Database {
             pool,
             backend,
             server,
+            url,
+            faults: Faults::new("orders", &[]),
+            busy_rate: OnceCell::new(),
         };
         if backend == Backend::Sqlite {
             // Once per file, not per connection: WAL is persistent, and switching needs an
@@ -262,6 +315,171 @@ impl Database {
         .await
     }
 
+    /// Runs one statement of a transaction on `conn` (`&mut *tx`) inside its CLIENT span. A
+    /// `db.slow_query` fault on the statement's table (`db.collection.name`) first makes the
+    /// database spend the fault's time on that same connection, inside the span.
+    ///
+    /// # Errors
+    /// The statement's error, or the stalling query's.
+    pub(crate) async fn run_in<'c, F, Fut, T>(
+        &self,
+        operation: &DbOperation,
+        conn: &'c mut AnyConnection,
+        call: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: FnOnce(&'c mut AnyConnection) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let collection = operation.collection;
+        self.run(operation, async move {
+            if let Some(hit) = self.slow_query(collection) {
+                self.stall(&mut *conn, &hit).await?;
+            }
+            call(conn).await
+        })
+        .await
+    }
+
+    /// Runs one statement on a connection taken from the pool (`call` gets it and gives it
+    /// back by dropping it), inside its CLIENT span; the wait for the connection is part of
+    /// the span, as it is for a query on the pool itself. `db.slow_query` acts as in
+    /// [`run_in`](Self::run_in).
+    ///
+    /// # Errors
+    /// `PoolTimedOut` when no connection came free in time; the statement's error.
+    pub(crate) async fn run_pooled<F, Fut, T>(
+        &self,
+        operation: &DbOperation,
+        call: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: FnOnce(PoolConnection<Any>) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let collection = operation.collection;
+        self.run(operation, async move {
+            let mut conn = self.acquire().await?;
+            if let Some(hit) = self.slow_query(collection) {
+                self.stall(&mut conn, &hit).await?;
+            }
+            call(conn).await
+        })
+        .await
+    }
+
+    /// Takes a connection from the pool (waiting at most 5 s), recording the wait in
+    /// [`CONNECTION_WAIT_TIME`] and refreshing the pool gauges.
+    ///
+    /// # Errors
+    /// `PoolTimedOut` when no connection came free in time; a failed new connection.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        let start = Instant::now();
+        let conn = self.pool.acquire().await;
+        metrics::histogram!(CONNECTION_WAIT_TIME, "db_client_connection_pool_name" => POOL_NAME)
+            .record(start.elapsed().as_secs_f64());
+        self.report_pool_usage();
+        conn
+    }
+
+    /// Sets the pool gauges: connections idle and in use, and the maximum.
+    pub(crate) fn report_pool_usage(&self) {
+        let open = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle())
+            .unwrap_or(open)
+            .min(open);
+        for (state, n) in [("idle", idle), ("used", open - idle)] {
+            metrics::gauge!(
+                CONNECTIONS,
+                "db_client_connection_pool_name" => POOL_NAME,
+                "db_client_connection_state" => state
+            )
+            .set(f64::from(n));
+        }
+        metrics::gauge!(CONNECTION_MAX, "db_client_connection_pool_name" => POOL_NAME)
+            .set(f64::from(self.max_connections()));
+    }
+
+    /// Refreshes the pool gauges every second until `stop` completes.
+    pub(crate) async fn report_pool_usage_until(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            self.report_pool_usage();
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(POOL_REPORT_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// The pool's maximum number of connections (`DB_POOL_SIZE`).
+    pub(crate) fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
+    }
+
+    /// A connection of its own to the same database, outside the pool (another client, as far
+    /// as the service is concerned), with the pool's SQLite settings. No span, no metric.
+    ///
+    /// # Errors
+    /// The connection cannot be opened.
+    pub(crate) async fn connect_other(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut conn = AnyConnection::connect(&self.url).await?;
+        if self.backend == Backend::Sqlite {
+            for (_, sql) in SQLITE_CONNECTION_PRAGMAS {
+                sqlx::query(sql).execute(&mut conn).await?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Uses `faults` (the service's registry) for the faults that act on statements.
+    pub(crate) fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The `db.slow_query` fault that acts on this statement on `collection`, if any (drawn
+    /// against its probability: each statement is one occurrence).
+    fn slow_query(&self, collection: &str) -> Option<Hit> {
+        self.faults.roll(FaultKind::DbSlowQuery, |spec| {
+            chaos::target_matches(spec, &[collection])
+        })
+    }
+
+    /// Makes the database itself take `hit`'s time on `conn` before the statement runs.
+    async fn stall(&self, conn: &mut AnyConnection, hit: &Hit) -> Result<(), sqlx::Error> {
+        hit.acted();
+        let duration = hit.spec().duration();
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query(PG_SLEEP)
+                    .bind(duration.as_secs_f64())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                let deadline = Instant::now() + duration;
+                let rate = *self
+                    .busy_rate
+                    .get_or_try_init(|| calibrate_busy_query(&mut *conn))
+                    .await?;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let chunk = left.min(BUSY_CHUNK).as_secs_f64() * 1000.0;
+                    let iterations = (rate * chunk).ceil().max(1.0) as i64;
+                    sqlx::query(SQLITE_BUSY_QUERY)
+                        .bind(iterations)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -277,6 +495,19 @@ impl Database {
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How many iterations of [`SQLITE_BUSY_QUERY`] this machine runs per millisecond.
+async fn calibrate_busy_query(conn: &mut AnyConnection) -> Result<f64, sqlx::Error> {
+    let start = Instant::now();
+    sqlx::query(SQLITE_BUSY_QUERY)
+        .bind(BUSY_CALIBRATION_ITERATIONS)
+        .fetch_one(&mut *conn)
+        .await?;
+    let ms = (start.elapsed().as_secs_f64() * 1000.0).max(0.001);
+    let rate = BUSY_CALIBRATION_ITERATIONS as f64 / ms;
+    tracing::debug!(iterations_per_ms = rate, "calibrated the SQLite busy query");
+    Ok(rate)
+}
 
 /// Runs on every new SQLite connection before the pool hands it out.
 fn sqlite_after_connect(

@@ -24,6 +24,7 @@
 mod api;
 pub mod config;
 mod db;
+mod faults;
 mod order;
 mod outbox;
 mod store;
@@ -45,6 +46,33 @@ use crate::db::Database;
 use crate::outbox::QueueLink;
 use crate::store::Store;
 
+/// The fault kinds the orders service runs (`PUT /admin/faults` refuses any other with 400).
+///
+/// Each acts where the real failure would: the HTTP and runtime kinds in the inbound
+/// middleware ([`chaos::http::inbound`]); `db.slow_query` inside the statement, in the database
+/// itself (`pg_sleep` on PostgreSQL, a calibrated busy query on SQLite), on the same connection
+/// and inside the statement's CLIENT span; `db.lock_contention` as a competing client that
+/// keeps taking the hot stock row; `db.pool_exhaustion` as connections taken from the pool and
+/// held; `queue.publish_failure` in the outbox relay's publish; `telemetry.drop_context` (target
+/// `queue`) where the outbox row's trace context is written; `telemetry.clock_skew` in the span
+/// exporter, through [`chaos::Faults::clock_skew_hook`] (installed by whoever initialises
+/// telemetry).
+pub const FAULT_KINDS: &[chaos::FaultKind] = &[
+    chaos::FaultKind::HttpLatency,
+    chaos::FaultKind::HttpError,
+    chaos::FaultKind::HttpHang,
+    chaos::FaultKind::DbSlowQuery,
+    chaos::FaultKind::DbLockContention,
+    chaos::FaultKind::DbPoolExhaustion,
+    chaos::FaultKind::QueuePublishFailure,
+    chaos::FaultKind::RuntimeCpuBurn,
+    chaos::FaultKind::RuntimeBlockingCall,
+    chaos::FaultKind::RuntimeLockAcrossAwait,
+    chaos::FaultKind::RuntimeMemoryLeak,
+    chaos::FaultKind::TelemetryDropContext,
+    chaos::FaultKind::TelemetryClockSkew,
+];
+
 /// Starts the orders service and returns once it is listening.
 ///
 /// In order: connects the database (creating the SQLite file and its directory if missing),
@@ -52,10 +80,13 @@ use crate::store::Store;
 /// binds the app and admin listeners (port 0 picks a free port), and starts the outbox relay.
 /// The queue is connected by the relay, lazily: a queue that is down does not stop the service
 /// from accepting orders; they wait in the outbox. `metrics` renders the admin `/metrics`
-/// (`None`: 404 there). Everything stops gracefully when `shutdown` is cancelled (or a
-/// listener fails, which cancels it); await [`Running::wait`] to know when it has: the
-/// listeners have finished their in-flight requests, the outbox relay has finished its current
-/// publish, and the database pool is closed.
+/// (`None`: 404 there). The admin listener also serves `/admin/faults` for `config.faults`
+/// (mutations need `config.admin_token` when it is set), and the background tasks that make
+/// the faults act (expiry, lock contention, pool exhaustion) and publish the pool gauges start
+/// here. Everything stops gracefully when `shutdown` is cancelled (or a listener fails, which
+/// cancels it); await [`Running::wait`] to know when it has: the listeners have finished their
+/// in-flight requests, the outbox relay has finished its current publish, the background tasks
+/// have let go of their connections, and the database pool is closed.
 ///
 /// # Errors
 /// The database cannot be opened or migrated, or a listener cannot be bound.
@@ -65,7 +96,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     describe_metrics();
-    let database = Database::connect(&config.database_url, config.db_pool_size).await?;
+    let faults = config.faults.clone();
+    let database = Database::connect(&config.database_url, config.db_pool_size)
+        .await?
+        .with_faults(faults.clone());
     database.migrate().await?;
     database.seed().await?;
     let store = Arc::new(Store::new(database));
@@ -73,7 +107,7 @@ pub async fn start(
     let listeners = Listeners::bind(config.listen_addr, config.admin_listen_addr).await?;
     let (app_addr, admin_addr) = (listeners.app_addr, listeners.admin_addr);
 
-    let queue = Arc::new(QueueLink::new(config.queue_url.clone()));
+    let queue = Arc::new(QueueLink::new(config.queue_url.clone(), faults.clone()));
     let outbox_written = Arc::new(Notify::new());
 
     let readiness = {
@@ -89,13 +123,44 @@ pub async fn start(
                 async move { queue.ready().await }
             })
     };
-    let admin = admin_router(metrics, readiness);
+    let admin = admin_router(metrics, readiness).merge(chaos::admin::router(
+        faults.clone(),
+        config.admin_token.clone(),
+    ));
     let app = api::router(AppState {
         store: store.clone(),
         locking: config.locking,
         max_conflict_retries: config.max_conflict_retries,
         outbox_written: outbox_written.clone(),
+        faults: faults.clone(),
     });
+
+    // After `describe_metrics` (the recorder is installed by now): the expiry task publishes
+    // `faultline_faults_active`.
+    let background = [
+        tokio::spawn(
+            faults
+                .clone()
+                .run_expiry(shutdown.clone().cancelled_owned()),
+        ),
+        tokio::spawn({
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            async move {
+                store
+                    .database()
+                    .report_pool_usage_until(shutdown.cancelled())
+                    .await;
+            }
+        }),
+        tokio::spawn({
+            let (store, faults, shutdown) = (store.clone(), faults.clone(), shutdown.clone());
+            async move { faults::lock_contention(store.database(), &faults, &shutdown).await }
+        }),
+        tokio::spawn({
+            let (store, faults, shutdown) = (store.clone(), faults.clone(), shutdown.clone());
+            async move { faults::pool_exhaustion(store.database(), &faults, &shutdown).await }
+        }),
+    ];
 
     let relay = tokio::spawn({
         let store = store.clone();
@@ -119,6 +184,12 @@ pub async fn start(
         // Whatever ended the server (shutdown or failure), everything else stops too.
         shutdown.cancel();
         let relayed = relay.await;
+        for task in background {
+            // They stop on the shutdown token; none outlives the pool it uses.
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a background task of the orders service panicked");
+            }
+        }
         store.database().close().await;
         served
             .context("the HTTP server task panicked")?
@@ -139,5 +210,18 @@ fn describe_metrics() {
     metrics::describe_gauge!(
         store::OUTBOX_PENDING,
         "Outbox rows (orders.placed events) not yet published to the queue."
+    );
+    metrics::describe_gauge!(
+        db::CONNECTIONS,
+        "Database connections of the pool, by state (idle, used): db.client.connection.count."
+    );
+    metrics::describe_gauge!(
+        db::CONNECTION_MAX,
+        "The most connections the database pool opens: db.client.connection.max."
+    );
+    metrics::describe_histogram!(
+        db::CONNECTION_WAIT_TIME,
+        metrics::Unit::Seconds,
+        "Time taken to obtain a database connection from the pool: db.client.connection.wait_time."
     );
 }

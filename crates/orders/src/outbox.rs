@@ -18,9 +18,12 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use queue::{Queue, QueueConfig};
+use chaos::{FaultKind, Faults, Hit};
+use opentelemetry::trace::TraceContextExt as _;
+use queue::{Queue, QueueConfig, QueueError};
 use servicekit::server::CancellationToken;
 use tokio::sync::{Notify, OnceCell};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::store::{OUTBOX_BATCH, OUTBOX_PENDING, Store};
 
@@ -53,19 +56,24 @@ pub(crate) trait Publisher: Send + Sync {
 /// The queue, connected on first use and kept afterwards. A queue that is unreachable when the
 /// service starts must not stop it from taking orders: the outbox holds them until the queue
 /// answers.
+///
+/// `queue.publish_failure` acts here: while it is set, each publish (with the fault's
+/// probability) is refused the way the broker refuses one — see [`refused`].
 #[derive(Debug)]
 pub(crate) struct QueueLink {
     url: String,
     queue: OnceCell<Queue>,
     last_error: Mutex<Option<String>>,
+    faults: Faults,
 }
 
 impl QueueLink {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(url: impl Into<String>, faults: Faults) -> Self {
         Self {
             url: url.into(),
             queue: OnceCell::new(),
             last_error: Mutex::new(None),
+            faults,
         }
     }
 
@@ -126,11 +134,83 @@ impl Publisher for QueueLink {
         headers: &BTreeMap<String, String>,
     ) -> Result<(), String> {
         let queue = self.queue().await?;
+        if let Some(hit) = self.faults.roll(FaultKind::QueuePublishFailure, |_| true) {
+            return Err(refused(
+                queue.system(),
+                subject,
+                message_id,
+                payload,
+                headers,
+                &hit,
+            ));
+        }
         queue
             .publish(subject, message_id, payload, headers)
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// `queue.publish_failure`: the broker refuses the message. What [`Queue::publish`] records
+/// for a real refusal is recorded here, the same way: a PRODUCER span `publish {subject}` in the
+/// trace of the row's context, ending with status Error, `error.type` and the broker's
+/// message, and `messaging_client_sent_messages_total` with that `error_type`. Nothing is
+/// stored; the error is returned for the relay to handle like any failed publish (the row stays
+/// in the outbox, the attempt is counted, the relay warns and backs off).
+fn refused(
+    system: &'static str,
+    subject: &str,
+    message_id: &str,
+    payload: &[u8],
+    parent_headers: &BTreeMap<String, String>,
+    hit: &Hit,
+) -> String {
+    // What each backend answers when it will not take a message: SQLite's write lock held by
+    // another writer past the busy timeout; JetStream's storage limit.
+    let (error_type, reason) = match system {
+        "sqlite" => (
+            "database_busy",
+            "error returned from database: (code: 5) database is locked",
+        ),
+        _ => (
+            "_OTHER",
+            "jetstream error: insufficient resources (code 503, error code 10023)",
+        ),
+    };
+    let error = QueueError::Publish {
+        subject: subject.to_owned(),
+        message_id: message_id.to_owned(),
+        reason: reason.to_owned(),
+        error_type,
+    };
+    let span = tracing::info_span!(
+        target: "queue",
+        "publish",
+        otel.name = %format_args!("publish {subject}"),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.destination.name = subject,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.message.id = message_id,
+        messaging.message.body.size = payload.len() as i64,
+        otel.status_code = "ERROR",
+        otel.status_description = %error,
+        error.type = error.error_type(),
+    );
+    let parent = telemetry::propagation::extract_map(parent_headers);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    span.in_scope(|| hit.acted());
+    metrics::counter!(
+        queue::SENT_MESSAGES,
+        "messaging_system" => system,
+        "messaging_destination_name" => subject.to_owned(),
+        "error_type" => error_type,
+    )
+    .increment(1);
+    error.to_string()
 }
 
 /// What one pass over the outbox did.

@@ -30,9 +30,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use sqlx::Row;
 use sqlx::any::{Any, AnyRow};
 use sqlx::error::ErrorKind;
+use sqlx::{Connection, Row};
 use telemetry::db::DbOperation;
 
 use crate::config::Locking;
@@ -258,18 +258,18 @@ impl Store {
         headers: &str,
     ) -> Result<Order, StoreError> {
         let backend = self.db.backend();
+        // The wait for a connection is measured (`db_client_connection_wait_time_seconds`) on
+        // its own, before the transaction begins.
+        let mut conn = self.db.acquire().await.map_err(|e| classify(e, None))?;
         let mut tx = match (locking, backend) {
             (Locking::Pessimistic, Backend::Sqlite) => {
-                let begin = self.db.pool().begin_with(BEGIN_IMMEDIATE.query);
+                let begin = Connection::begin_with(&mut *conn, BEGIN_IMMEDIATE.query);
                 self.db
                     .run(&BEGIN_IMMEDIATE, begin)
                     .await
                     .map_err(|e| classify(e, None))?
             }
-            _ => self
-                .db
-                .pool()
-                .begin()
+            _ => Connection::begin(&mut *conn)
                 .await
                 .map_err(|e| classify(e, None))?,
         };
@@ -286,12 +286,9 @@ impl Store {
             };
             let row = self
                 .db
-                .run(
-                    read,
-                    sqlx::query::<Any>(read.query)
-                        .bind(sku)
-                        .fetch_optional(&mut *tx),
-                )
+                .run_in(read, &mut tx, |c| {
+                    sqlx::query::<Any>(read.query).bind(sku).fetch_optional(c)
+                })
                 .await
                 .map_err(|e| classify(e, Some(sku)))?
                 .ok_or_else(|| StoreError::UnknownSku(sku.to_owned()))?;
@@ -307,25 +304,23 @@ impl Store {
             let updated = match locking {
                 Locking::Optimistic => {
                     self.db
-                        .run(
-                            &RESERVE_IF_UNCHANGED,
+                        .run_in(&RESERVE_IF_UNCHANGED, &mut tx, |c| {
                             sqlx::query(RESERVE_IF_UNCHANGED.query)
                                 .bind(item.quantity)
                                 .bind(sku)
                                 .bind(version)
-                                .execute(&mut *tx),
-                        )
+                                .execute(c)
+                        })
                         .await
                 }
                 Locking::Pessimistic => {
                     self.db
-                        .run(
-                            &RESERVE_LOCKED,
+                        .run_in(&RESERVE_LOCKED, &mut tx, |c| {
                             sqlx::query(RESERVE_LOCKED.query)
                                 .bind(item.quantity)
                                 .bind(sku)
-                                .execute(&mut *tx),
-                        )
+                                .execute(c)
+                        })
                         .await
                 }
             };
@@ -352,8 +347,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         self.db
-            .run(
-                &INSERT_ORDER,
+            .run_in(&INSERT_ORDER, &mut tx, |c| {
                 sqlx::query(INSERT_ORDER.query)
                     .bind(id)
                     .bind(order.user_id.as_str())
@@ -361,8 +355,8 @@ impl Store {
                     .bind(items.as_str())
                     .bind(now.as_str())
                     .bind(now.as_str())
-                    .execute(&mut *tx),
-            )
+                    .execute(c)
+            })
             .await
             .map_err(|e| classify(e, None))?;
 
@@ -377,16 +371,15 @@ impl Store {
             reason: e.to_string(),
         })?;
         self.db
-            .run(
-                &INSERT_OUTBOX,
+            .run_in(&INSERT_OUTBOX, &mut tx, |c| {
                 sqlx::query(INSERT_OUTBOX.query)
                     .bind(uuid::Uuid::new_v4().to_string())
                     .bind(ORDERS_PLACED)
                     .bind(payload)
                     .bind(headers)
                     .bind(now.as_str())
-                    .execute(&mut *tx),
-            )
+                    .execute(c)
+            })
             .await
             .map_err(|e| classify(e, None))?;
 
@@ -409,12 +402,12 @@ impl Store {
     pub(crate) async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
         let row = self
             .db
-            .run(
-                &SELECT_ORDER,
+            .run_pooled(&SELECT_ORDER, |mut c| async move {
                 sqlx::query(SELECT_ORDER.query)
                     .bind(id)
-                    .fetch_optional(self.db.pool()),
-            )
+                    .fetch_optional(&mut *c)
+                    .await
+            })
             .await?;
         row.as_ref().map(order_from_row).transpose()
     }
@@ -423,13 +416,13 @@ impl Store {
     pub(crate) async fn user_orders(&self, user_id: &str) -> Result<Vec<Order>, StoreError> {
         let rows = self
             .db
-            .run(
-                &SELECT_USER_ORDERS,
+            .run_pooled(&SELECT_USER_ORDERS, |mut c| async move {
                 sqlx::query(SELECT_USER_ORDERS.query)
                     .bind(user_id)
                     .bind(USER_ORDERS_LIMIT)
-                    .fetch_all(self.db.pool()),
-            )
+                    .fetch_all(&mut *c)
+                    .await
+            })
             .await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -444,16 +437,17 @@ impl Store {
     ) -> Result<StatusChange, StoreError> {
         // One conditional UPDATE decides atomically, so two concurrent reports cannot both
         // "win"; the read afterwards only explains the outcome.
+        let now = now_rfc3339();
         let changed = self
             .db
-            .run(
-                &UPDATE_STATUS,
+            .run_pooled(&UPDATE_STATUS, |mut c| async move {
                 sqlx::query(UPDATE_STATUS.query)
                     .bind(status.as_str())
-                    .bind(now_rfc3339())
+                    .bind(now)
                     .bind(id)
-                    .execute(self.db.pool()),
-            )
+                    .execute(&mut *c)
+                    .await
+            })
             .await?
             .rows_affected()
             > 0;
@@ -478,12 +472,12 @@ impl Store {
     pub(crate) async fn unsent(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = self
             .db
-            .run(
-                &SELECT_UNSENT,
+            .run_pooled(&SELECT_UNSENT, |mut c| async move {
                 sqlx::query(SELECT_UNSENT.query)
                     .bind(OUTBOX_BATCH)
-                    .fetch_all(self.db.pool()),
-            )
+                    .fetch_all(&mut *c)
+                    .await
+            })
             .await?;
         rows.iter()
             .map(|row| {
@@ -501,14 +495,15 @@ impl Store {
 
     /// Marks an outbox row as published.
     pub(crate) async fn mark_sent(&self, id: &str) -> Result<(), StoreError> {
+        let now = now_rfc3339();
         self.db
-            .run(
-                &MARK_SENT,
+            .run_pooled(&MARK_SENT, |mut c| async move {
                 sqlx::query(MARK_SENT.query)
-                    .bind(now_rfc3339())
+                    .bind(now)
                     .bind(id)
-                    .execute(self.db.pool()),
-            )
+                    .execute(&mut *c)
+                    .await
+            })
             .await?;
         Ok(())
     }
@@ -516,12 +511,12 @@ impl Store {
     /// Counts a failed publish of an outbox row (the row stays unsent).
     pub(crate) async fn count_failed_attempt(&self, id: &str) -> Result<(), StoreError> {
         self.db
-            .run(
-                &COUNT_FAILED_ATTEMPT,
+            .run_pooled(&COUNT_FAILED_ATTEMPT, |mut c| async move {
                 sqlx::query(COUNT_FAILED_ATTEMPT.query)
                     .bind(id)
-                    .execute(self.db.pool()),
-            )
+                    .execute(&mut *c)
+                    .await
+            })
             .await?;
         Ok(())
     }
@@ -530,10 +525,9 @@ impl Store {
     pub(crate) async fn unsent_count(&self) -> Result<i64, StoreError> {
         let row = self
             .db
-            .run(
-                &COUNT_UNSENT,
-                sqlx::query(COUNT_UNSENT.query).fetch_one(self.db.pool()),
-            )
+            .run_pooled(&COUNT_UNSENT, |mut c| async move {
+                sqlx::query(COUNT_UNSENT.query).fetch_one(&mut *c).await
+            })
             .await?;
         Ok(row.try_get(0)?)
     }

@@ -24,6 +24,8 @@ pub struct Options {
     pub metrics: Option<telemetry::MetricsHandle>,
     pub max_conflict_retries: u32,
     pub db_pool_size: u32,
+    /// `FAULTLINE_ADMIN_TOKEN`: `None` leaves `/admin/faults` open.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             metrics: None,
             max_conflict_retries: 10,
             db_pool_size: 10,
+            admin_token: None,
         }
     }
 }
@@ -80,6 +83,8 @@ pub async fn start_in(dir: std::sync::Arc<tempfile::TempDir>, options: Options) 
         locking: options.locking,
         max_conflict_retries: options.max_conflict_retries,
         db_pool_size: options.db_pool_size,
+        admin_token: options.admin_token,
+        ..Config::defaults()
     };
     let shutdown = CancellationToken::new();
     let running = orders::start(config, options.metrics, shutdown.clone())
