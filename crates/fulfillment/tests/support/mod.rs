@@ -292,6 +292,51 @@ impl Service {
         )
     }
 
+    /// `method path` on the admin listener with an optional bearer `token` and JSON `body`,
+    /// over a plain HTTP/1.1 connection (the test sets the `Authorization` header itself):
+    /// status and body (`Value::Null` when the body is not JSON).
+    pub async fn admin_send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let addr = self.running.admin_addr;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.map_or(0, str::len)
+        );
+        if body.is_some() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body.unwrap_or_default());
+        let response = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect admin");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).expect("send");
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).expect("read the answer");
+            String::from_utf8(response).expect("a UTF-8 answer")
+        })
+        .await
+        .unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head}"));
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
     /// The user's shipments as the API lists them.
     pub async fn shipments(&self, user_id: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/users/{user_id}/shipments")).await;
