@@ -196,7 +196,7 @@ pub async fn start(
 fn describe_metrics() {
     metrics::describe_counter!(
         DEAD_LETTERS,
-        "Messages the fulfillment worker moved to the dead-letter subject."
+        "Messages on orders.placed dead-lettered while fulfillment consumed them: failed for good, or delivered max_deliveries times without being settled."
     );
     metrics::describe_gauge!(
         QUEUE_PENDING_MESSAGES,
