@@ -8,6 +8,7 @@
 //!
 //! Usage errors exit with status 2 (clap), runtime errors with status 1 and one clear line.
 
+mod fault;
 mod load;
 mod serve;
 mod status;
@@ -37,6 +38,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Show whether each service and its dependencies are ready.
     Status(status::StatusArgs),
+    /// Inject, list and clear faults (latency, errors, slow queries, stalls, …).
+    Fault(fault::FaultArgs),
 }
 
 /// Parses durations such as `30s`, `5m`, `1h30m`, `250ms`.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Fault(args) => fault::run(args).await,
         }
     });
     // Do not wait for stray blocking tasks (e.g. a stdin reader) at exit.

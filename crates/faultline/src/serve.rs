@@ -49,13 +49,42 @@ pub struct ServeArgs {
     pub stop_on_stdin_eof: bool,
 }
 
+/// One service's configuration, read from the environment before telemetry starts (so that
+/// its fault registry can hook into the span pipeline for `telemetry.clock_skew`).
+enum ServiceConfig {
+    Gateway(gateway::Config),
+    Orders(orders::Config),
+    Fulfillment(fulfillment::Config),
+}
+
+impl ServiceConfig {
+    fn from_env(service: Service) -> anyhow::Result<Self> {
+        Ok(match service {
+            Service::Gateway => Self::Gateway(gateway::Config::from_env()?),
+            Service::Orders => Self::Orders(orders::Config::from_env()?),
+            Service::Fulfillment => Self::Fulfillment(fulfillment::Config::from_env()?),
+        })
+    }
+
+    fn faults(&self) -> &chaos::Faults {
+        match self {
+            Self::Gateway(c) => &c.faults,
+            Self::Orders(c) => &c.faults,
+            Self::Fulfillment(c) => &c.faults,
+        }
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let name = args.service.name();
+    let service_config = ServiceConfig::from_env(args.service)
+        .with_context(|| format!("invalid configuration for {name}"))?;
     let mut config = telemetry::TelemetryConfig::from_env(name)
         .with_context(|| format!("invalid telemetry configuration for {name}"))?;
     config.service_namespace = Some("faultline".into());
     config.service_version = env!("CARGO_PKG_VERSION").into();
     config.deployment_environment = servicekit::env::string("FAULTLINE_ENVIRONMENT", "native");
+    config.span_hook = Some(service_config.faults().clock_skew_hook());
     let guard = telemetry::init(config).context("cannot initialise telemetry")?;
     let metrics = guard.metrics().cloned();
 
@@ -77,7 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let result = start_and_wait(args.service, metrics, shutdown).await;
+    let result = start_and_wait(service_config, metrics, shutdown).await;
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "{name} stopped with an error");
     }
@@ -88,28 +117,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn start_and_wait(
-    service: Service,
+    config: ServiceConfig,
     metrics: Option<telemetry::MetricsHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    match service {
-        Service::Gateway => {
-            let config = gateway::Config::from_env()?;
-            let running = gateway::start(config, metrics, shutdown).await?;
-            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "gateway listening");
-            running.wait().await
+    let running = match config {
+        ServiceConfig::Gateway(config) => gateway::start(config, metrics, shutdown).await?,
+        ServiceConfig::Orders(config) => orders::start(config, metrics, shutdown).await?,
+        ServiceConfig::Fulfillment(config) => {
+            fulfillment::start(config, metrics, shutdown).await?
         }
-        Service::Orders => {
-            let config = orders::Config::from_env()?;
-            let running = orders::start(config, metrics, shutdown).await?;
-            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "orders listening");
-            running.wait().await
-        }
-        Service::Fulfillment => {
-            let config = fulfillment::Config::from_env()?;
-            let running = fulfillment::start(config, metrics, shutdown).await?;
-            tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "fulfillment listening");
-            running.wait().await
-        }
-    }
+    };
+    tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "listening");
+    running.wait().await
 }

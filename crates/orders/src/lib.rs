@@ -13,8 +13,10 @@
 //!
 //! Modules, in the order a request meets them: [`config`] (environment), `api` (HTTP
 //! handlers), `order` (validation and the domain types), `store` (every SQL statement and the
-//! placing transaction), `db` (the SQLite/PostgreSQL pool, migrations, seed), `outbox` (the
-//! relay task).
+//! placing transaction), `db` (the SQLite/PostgreSQL pool, migrations, seed, and the pool
+//! metrics), `outbox` (the relay task), `faults` (the database faults that run as background
+//! tasks). The fault kinds the service runs, and where each acts, are listed at
+//! [`FAULT_KINDS`].
 //!
 //! The binary initialises telemetry, reads [`Config::from_env`] and calls [`start`]; this
 //! library never installs a global subscriber or recorder.

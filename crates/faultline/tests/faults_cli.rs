@@ -1,0 +1,267 @@
+//! `faultline fault …` against a stack of real services: set, list, clear, expiry, the token,
+//! invalid specs, teaching mode, and the one fault that needs the process's telemetry
+//! pipeline (`telemetry.clock_skew`).
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use fake_collector::FakeCollector;
+use servicekit::client::HttpClient;
+use support::start_stack;
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn metrics(admin: &str) -> String {
+    let r = HttpClient::new()
+        .get(&format!("{admin}/metrics"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    String::from_utf8(r.body.to_vec()).unwrap()
+}
+
+async fn place_order(gateway: &str) -> String {
+    let body = serde_json::json!({"user_id": "u-cli", "items": [{"sku": "sku-2", "quantity": 1}]});
+    let r = HttpClient::new()
+        .send_json(
+            http::Method::POST,
+            &format!("{gateway}/api/orders"),
+            &body,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    r.json::<serde_json::Value>().unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn set_list_clear_and_expiry_through_the_cli() {
+    let collector = FakeCollector::start().await;
+    let mut stack = start_stack(&collector, None, "/readyz").await;
+
+    let out = stack
+        .cli(&[
+            "fault", "set", "orders", "db.slow_query", "--ms", "50", "--probability", "0.5",
+            "--for", "5m",
+        ])
+        .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("db.slow_query"), "{stdout}");
+    let id = stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("`set <id> on …`")
+        .to_owned();
+    assert!(id.starts_with("f-"), "{stdout}");
+
+    let out = stack.cli(&["fault", "list"]).await;
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains(&id) && stdout.contains("orders"), "{stdout}");
+    assert!(stdout.contains("probability=0.5"), "{stdout}");
+
+    let out = stack.cli(&["fault", "list", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["orders"][0]["id"], id.as_str());
+    assert_eq!(listed["orders"][0]["ms"], 50);
+    assert_eq!(listed["gateway"].as_array().unwrap().len(), 0);
+
+    let out = stack.cli(&["fault", "clear", &id]).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = stack.cli(&["fault", "clear", &id]).await;
+    assert_eq!(out.status.code(), Some(1), "clearing twice fails: {:?}", text(&out));
+    let out = stack.cli(&["fault", "list"]).await;
+    assert!(text(&out).0.contains("no active faults"), "{:?}", text(&out));
+
+    // A short-lived fault ends on its own.
+    let out = stack
+        .cli(&["fault", "set", "gateway", "http.error", "--status", "503", "--for", "1s"])
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let r = HttpClient::new()
+        .get(&format!("{}/api/orders/x", stack.gateway), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = HttpClient::new()
+        .get(&format!("{}/api/orders/x", stack.gateway), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_ne!(r.status, 503, "the expired fault stopped acting");
+    let out = stack.cli(&["fault", "list", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["gateway"].as_array().unwrap().len(), 0);
+
+    // --all clears every service.
+    for (svc, kind) in [("gateway", "http.latency"), ("fulfillment", "queue.slow_consumer")] {
+        let out = stack.cli(&["fault", "set", svc, kind, "--ms", "5"]).await;
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let out = stack.cli(&["fault", "clear", "--all"]).await;
+    assert!(text(&out).0.contains("cleared 2 fault(s)"), "{:?}", text(&out));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_and_invalid_specs_are_enforced() {
+    let collector = FakeCollector::start().await;
+    let mut stack = start_stack(&collector, None, "/readyz").await;
+
+    // No token anywhere: the services refuse (401) and nothing is set.
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "http.error"],
+            &[("FAULTLINE_ADMIN_TOKEN", "")],
+        )
+        .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "http.error"],
+            &[("FAULTLINE_ADMIN_TOKEN", "wrong")],
+        )
+        .await;
+    assert!(text(&out).1.contains("401"), "{:?}", text(&out));
+
+    // The token file `faultline up` writes is found in --dir.
+    std::fs::write(stack.dir.path().join("admin-token"), support::ADMIN_TOKEN).unwrap();
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "http.error", "--for", "1m"],
+            &[("FAULTLINE_ADMIN_TOKEN", "")],
+        )
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    stack.cli(&["fault", "clear", "--all"]).await;
+
+    // Invalid specs: 400 with the reason, exit 1, nothing set.
+    for (args, reason) in [
+        (&["fault", "set", "gateway", "db.slow_query", "--ms", "5"][..], "does not act in gateway"),
+        (&["fault", "set", "orders", "http.latency"][..], "needs \"ms\""),
+        (&["fault", "set", "orders", "http.error", "--status", "200"][..], "status must be"),
+        (
+            &["fault", "set", "gateway", "runtime.memory_leak", "--bytes", "999999999"][..],
+            "bytes must be",
+        ),
+        (&["fault", "set", "orders", "http.error", "--probability", "2"][..], "probability"),
+        (&["fault", "set", "orders", "http.error", "--ms", "5"][..], "does not take"),
+    ] {
+        let out = stack.cli(args).await;
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    // Usage errors (unknown kind, unknown service) exit 2.
+    for args in [
+        &["fault", "set", "orders", "db.slow"][..],
+        &["fault", "set", "billing", "http.error"][..],
+        &["fault", "clear"][..],
+    ] {
+        let out = stack.cli(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", text(&out));
+    }
+    let out = stack.cli(&["fault", "list", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for svc in ["gateway", "orders", "fulfillment"] {
+        assert_eq!(listed[svc].as_array().unwrap().len(), 0, "{svc}: {listed}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
+    let collector = FakeCollector::start().await;
+    let mut stack = start_stack(&collector, None, "/readyz").await;
+
+    // Blind: the gauge stays 0.
+    let out = stack
+        .cli(&["fault", "set", "orders", "telemetry.clock_skew", "--ms=-120000"])
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let m = metrics(&stack.admin["orders"]).await;
+    assert!(
+        m.contains(r#"faultline_faults_active{kind="telemetry.clock_skew"} 0"#),
+        "{m}"
+    );
+
+    let before = SystemTime::now();
+    let order = place_order(&stack.gateway).await;
+    let spans = collector
+        .wait_for_spans(
+            |spans| {
+                spans.iter().any(|s| s.service_name == "orders" && s.name == "POST /orders")
+                    && spans
+                        .iter()
+                        .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let gateway = spans
+        .iter()
+        .find(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
+        .unwrap();
+    let orders = spans
+        .iter()
+        .find(|s| s.service_name == "orders" && s.name == "POST /orders")
+        .unwrap();
+    assert_eq!(orders.trace_id, gateway.trace_id, "still one trace");
+    let skew_ms = (gateway.start_unix_nanos as i128 - orders.start_unix_nanos as i128)
+        / 1_000_000;
+    assert!(
+        (119_000..=121_000).contains(&skew_ms),
+        "orders' span starts ~120 s before its parent: {skew_ms} ms (order {order})"
+    );
+    let gateway_start = SystemTime::UNIX_EPOCH + Duration::from_nanos(gateway.start_unix_nanos);
+    assert!(gateway_start >= before - Duration::from_secs(1), "the gateway is not skewed");
+
+    // Cleared: orders' spans are back in line.
+    stack.cli(&["fault", "clear", "--all"]).await;
+    collector.clear();
+    place_order(&stack.gateway).await;
+    let spans = collector
+        .wait_for_spans(
+            |spans| {
+                spans.iter().any(|s| s.service_name == "orders" && s.name == "POST /orders")
+                    && spans
+                        .iter()
+                        .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let gateway = spans
+        .iter()
+        .find(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
+        .unwrap();
+    let orders = spans
+        .iter()
+        .find(|s| s.service_name == "orders" && s.name == "POST /orders")
+        .unwrap();
+    assert!(orders.start_unix_nanos >= gateway.start_unix_nanos);
+
+    // Teaching mode: the gauge says which kind is active.
+    let out = stack
+        .cli(&["fault", "set", "orders", "http.latency", "--ms", "1", "--reveal"])
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let m = metrics(&stack.admin["orders"]).await;
+    assert!(
+        m.contains(r#"faultline_faults_active{kind="http.latency"} 1"#),
+        "{m}"
+    );
+    stack.stop().await;
+}
