@@ -22,6 +22,7 @@ use servicekit::server::CancellationToken;
 pub struct Hit {
     pub method: Method,
     pub path: String,
+    pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -51,6 +52,7 @@ async fn record(State(hits): State<Hits>, request: Request, next: Next) -> Respo
     hits.0.lock().unwrap().push(Hit {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
+        headers: parts.headers.clone(),
         body: bytes.to_vec(),
     });
     next.run(Request::from_parts(parts, bytes.into())).await
@@ -224,6 +226,66 @@ pub async fn get(url: &str) -> Reply {
 
 pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, Some(body)).await
+}
+
+/// Sends `method url` over a plain HTTP client (no CLIENT span, no trace context), with
+/// `Authorization: Bearer <token>` when given: for the admin API, whose calls should leave no
+/// trace of their own.
+pub async fn admin(method: Method, url: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::from(body.unwrap_or_default().to_owned()))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("the admin API answers within 10 s")
+        .expect("the admin API answers");
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes().to_vec(),
+    }
+}
+
+/// The sum of the samples of `name` (exactly that name: `…_count`, not the histogram) whose
+/// labels include every `key="value"` of `labels`, in a Prometheus text exposition; `None` when
+/// there is no such sample.
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let wanted = labels.iter().all(|(k, v)| {
+            label_text
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
+        if wanted && let Ok(v) = value.trim().parse::<f64>() {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
 }
 
 pub const ORDER_ID: &str = "7d444840-9dc0-11d1-b245-5ffdce74fad2";
