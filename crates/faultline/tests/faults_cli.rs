@@ -50,8 +50,16 @@ async fn set_list_clear_and_expiry_through_the_cli() {
 
     let out = stack
         .cli(&[
-            "fault", "set", "orders", "db.slow_query", "--ms", "50", "--probability", "0.5",
-            "--for", "5m",
+            "fault",
+            "set",
+            "orders",
+            "db.slow_query",
+            "--ms",
+            "50",
+            "--probability",
+            "0.5",
+            "--for",
+            "5m",
         ])
         .await;
     let (stdout, stderr) = text(&out);
@@ -67,7 +75,10 @@ async fn set_list_clear_and_expiry_through_the_cli() {
     let out = stack.cli(&["fault", "list"]).await;
     let (stdout, _) = text(&out);
     assert!(out.status.success());
-    assert!(stdout.contains(&id) && stdout.contains("orders"), "{stdout}");
+    assert!(
+        stdout.contains(&id) && stdout.contains("orders"),
+        "{stdout}"
+    );
     assert!(stdout.contains("probability=0.5"), "{stdout}");
 
     let out = stack.cli(&["fault", "list", "--json"]).await;
@@ -79,23 +90,47 @@ async fn set_list_clear_and_expiry_through_the_cli() {
     let out = stack.cli(&["fault", "clear", &id]).await;
     assert!(out.status.success(), "{:?}", text(&out));
     let out = stack.cli(&["fault", "clear", &id]).await;
-    assert_eq!(out.status.code(), Some(1), "clearing twice fails: {:?}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "clearing twice fails: {:?}",
+        text(&out)
+    );
     let out = stack.cli(&["fault", "list"]).await;
-    assert!(text(&out).0.contains("no active faults"), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("no active faults"),
+        "{:?}",
+        text(&out)
+    );
 
     // A short-lived fault ends on its own.
     let out = stack
-        .cli(&["fault", "set", "gateway", "http.error", "--status", "503", "--for", "1s"])
+        .cli(&[
+            "fault",
+            "set",
+            "gateway",
+            "http.error",
+            "--status",
+            "503",
+            "--for",
+            "1s",
+        ])
         .await;
     assert!(out.status.success(), "{:?}", text(&out));
     let r = HttpClient::new()
-        .get(&format!("{}/api/orders/x", stack.gateway), Duration::from_secs(5))
+        .get(
+            &format!("{}/api/orders/x", stack.gateway),
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 503);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = HttpClient::new()
-        .get(&format!("{}/api/orders/x", stack.gateway), Duration::from_secs(5))
+        .get(
+            &format!("{}/api/orders/x", stack.gateway),
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_ne!(r.status, 503, "the expired fault stopped acting");
@@ -104,12 +139,19 @@ async fn set_list_clear_and_expiry_through_the_cli() {
     assert_eq!(listed["gateway"].as_array().unwrap().len(), 0);
 
     // --all clears every service.
-    for (svc, kind) in [("gateway", "http.latency"), ("fulfillment", "queue.slow_consumer")] {
+    for (svc, kind) in [
+        ("gateway", "http.latency"),
+        ("fulfillment", "queue.slow_consumer"),
+    ] {
         let out = stack.cli(&["fault", "set", svc, kind, "--ms", "5"]).await;
         assert!(out.status.success(), "{:?}", text(&out));
     }
     let out = stack.cli(&["fault", "clear", "--all"]).await;
-    assert!(text(&out).0.contains("cleared 2 fault(s)"), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("cleared 2 fault(s)"),
+        "{:?}",
+        text(&out)
+    );
     stack.stop().await;
 }
 
@@ -149,15 +191,37 @@ async fn the_token_and_invalid_specs_are_enforced() {
 
     // Invalid specs: 400 with the reason, exit 1, nothing set.
     for (args, reason) in [
-        (&["fault", "set", "gateway", "db.slow_query", "--ms", "5"][..], "does not act in gateway"),
-        (&["fault", "set", "orders", "http.latency"][..], "needs \"ms\""),
-        (&["fault", "set", "orders", "http.error", "--status", "200"][..], "status must be"),
         (
-            &["fault", "set", "gateway", "runtime.memory_leak", "--bytes", "999999999"][..],
+            &["fault", "set", "gateway", "db.slow_query", "--ms", "5"][..],
+            "does not act in gateway",
+        ),
+        (
+            &["fault", "set", "orders", "http.latency"][..],
+            "needs \"ms\"",
+        ),
+        (
+            &["fault", "set", "orders", "http.error", "--status", "200"][..],
+            "status must be",
+        ),
+        (
+            &[
+                "fault",
+                "set",
+                "gateway",
+                "runtime.memory_leak",
+                "--bytes",
+                "999999999",
+            ][..],
             "bytes must be",
         ),
-        (&["fault", "set", "orders", "http.error", "--probability", "2"][..], "probability"),
-        (&["fault", "set", "orders", "http.error", "--ms", "5"][..], "does not take"),
+        (
+            &["fault", "set", "orders", "http.error", "--probability", "2"][..],
+            "probability",
+        ),
+        (
+            &["fault", "set", "orders", "http.error", "--ms", "5"][..],
+            "does not take",
+        ),
     ] {
         let out = stack.cli(args).await;
         let (_, stderr) = text(&out);
@@ -188,7 +252,13 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
 
     // Blind: the gauge stays 0.
     let out = stack
-        .cli(&["fault", "set", "orders", "telemetry.clock_skew", "--ms=-120000"])
+        .cli(&[
+            "fault",
+            "set",
+            "orders",
+            "telemetry.clock_skew",
+            "--ms=-120000",
+        ])
         .await;
     assert!(out.status.success(), "{:?}", text(&out));
     let m = metrics(&stack.admin["orders"]).await;
@@ -202,7 +272,9 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
     let spans = collector
         .wait_for_spans(
             |spans| {
-                spans.iter().any(|s| s.service_name == "orders" && s.name == "POST /orders")
+                spans
+                    .iter()
+                    .any(|s| s.service_name == "orders" && s.name == "POST /orders")
                     && spans
                         .iter()
                         .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
@@ -219,14 +291,16 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
         .find(|s| s.service_name == "orders" && s.name == "POST /orders")
         .unwrap();
     assert_eq!(orders.trace_id, gateway.trace_id, "still one trace");
-    let skew_ms = (gateway.start_unix_nanos as i128 - orders.start_unix_nanos as i128)
-        / 1_000_000;
+    let skew_ms = (gateway.start_unix_nanos as i128 - orders.start_unix_nanos as i128) / 1_000_000;
     assert!(
         (119_000..=121_000).contains(&skew_ms),
         "orders' span starts ~120 s before its parent: {skew_ms} ms (order {order})"
     );
     let gateway_start = SystemTime::UNIX_EPOCH + Duration::from_nanos(gateway.start_unix_nanos);
-    assert!(gateway_start >= before - Duration::from_secs(1), "the gateway is not skewed");
+    assert!(
+        gateway_start >= before - Duration::from_secs(1),
+        "the gateway is not skewed"
+    );
 
     // Cleared: orders' spans are back in line.
     stack.cli(&["fault", "clear", "--all"]).await;
@@ -235,7 +309,9 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
     let spans = collector
         .wait_for_spans(
             |spans| {
-                spans.iter().any(|s| s.service_name == "orders" && s.name == "POST /orders")
+                spans
+                    .iter()
+                    .any(|s| s.service_name == "orders" && s.name == "POST /orders")
                     && spans
                         .iter()
                         .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
@@ -255,13 +331,107 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
 
     // Teaching mode: the gauge says which kind is active.
     let out = stack
-        .cli(&["fault", "set", "orders", "http.latency", "--ms", "1", "--reveal"])
+        .cli(&[
+            "fault",
+            "set",
+            "orders",
+            "http.latency",
+            "--ms",
+            "1",
+            "--reveal",
+        ])
         .await;
     assert!(out.status.success(), "{:?}", text(&out));
     let m = metrics(&stack.admin["orders"]).await;
     assert!(
         m.contains(r#"faultline_faults_active{kind="http.latency"} 1"#),
         "{m}"
+    );
+    stack.stop().await;
+}
+
+/// A stand-in for Grafana's HTTP API that records the annotations it is sent.
+async fn fake_grafana() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        "/api/annotations",
+        post({
+            let seen = seen.clone();
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(body);
+                    axum::Json(serde_json::json!({"id": 1, "message": "Annotation added"}))
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn set_and_clear_are_annotated_in_grafana_when_it_answers() {
+    let collector = FakeCollector::start().await;
+    let mut stack = start_stack(&collector, None, "/readyz").await;
+    let (grafana, seen) = fake_grafana().await;
+
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "db.slow_query", "--ms", "200"],
+            &[("GRAFANA_URL", &grafana)],
+        )
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = stack
+        .cli_with(&["fault", "clear", "--all"], &[("GRAFANA_URL", &grafana)])
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let tags: Vec<&str> = seen[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        tags.contains(&"faultline") && tags.contains(&"db.slow_query"),
+        "{tags:?}"
+    );
+    assert!(
+        seen[0]["text"].as_str().unwrap().contains("orders"),
+        "{seen:?}"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now_ms - seen[0]["time"].as_u64().unwrap() < 60_000);
+    assert!(
+        seen[1]["text"].as_str().unwrap().contains("cleared"),
+        "{seen:?}"
+    );
+
+    // Grafana down: the fault is still set, quietly.
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "http.latency", "--ms", "5"],
+            &[("GRAFANA_URL", "http://127.0.0.1:9")],
+        )
+        .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).1.is_empty(),
+        "no noise on stderr: {:?}",
+        text(&out)
     );
     stack.stop().await;
 }
