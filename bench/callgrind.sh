@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# bench/callgrind.sh — instructions per request, bare vs instrumented, under callgrind.
+#
+# Runs overhead-server (bare, then instrumented with a live OTLP receiver) under
+# `valgrind --tool=callgrind` twice, serving N1 and then N2 requests of ROUTE at RATE requests/s
+# (open loop, overhead-load), and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the instructions one
+# request costs the whole server process (all threads: runtime, exporters, upkeep), with start-up
+# and shut-down cancelled out. Unlike wall-clock figures this is repeatable on a busy machine, so
+# it is the before/after figure for a change in crates/telemetry.
+#
+# Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
+# Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out files
+# (open them with callgrind_annotate or kcachegrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BUILD=1 KEEP=0
+for a in "$@"; do
+    case "$a" in
+        --no-build) BUILD=0 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+ROUTE=${ROUTE:-trivial}
+N1=${N1:-500}
+N2=${N2:-1500}
+RATE=${RATE:-100}
+WORK_ITERATIONS=${WORK_ITERATIONS:-1000}  # GET /work: kept small, it is the same in both modes
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+APP_PORT=${APP_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19080}
+GRPC_PORT=${GRPC_PORT:-14317}
+STATS_PORT=${STATS_PORT:-14318}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+OUT=$ROOT/bench/results/callgrind-$STAMP
+mkdir -p "$OUT"
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
+command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
+
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release -p overhead"
+    cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
+fi
+
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
+wait_http() { local i; for i in $(seq "${2:-600}"); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
+PIDS+=($!)
+COLLECTOR=$!
+wait_http "http://127.0.0.1:$STATS_PORT/stats" 100 || die "the OTLP receiver did not start"
+
+# run MODE N -> total instructions (Ir) of the server process
+run() {
+    local mode=$1 n=$2 file=$OUT/callgrind.out.$1-$2
+    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
+        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
+        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
+        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$BIN/overhead-server" serve --mode "$mode" --listen "127.0.0.1:$APP_PORT" \
+        --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
+        >"$OUT/$mode-$n.log" 2>"$OUT/$mode-$n.valgrind" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "overhead-server did not start under valgrind"
+    taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
+        --rate "$RATE" --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN {print n / r}')s" \
+        --warmup 0s --connections 4 >"$OUT/$mode-$n.load.json"
+    [ "$(jq -r .ok "$OUT/$mode-$n.load.json")" = "$n" ] || die "not all $n requests succeeded: $(cat "$OUT/$mode-$n.load.json")"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    awk '/^(summary|totals):/ {print $2; exit}' "$file"
+}
+
+declare -A IR
+for mode in bare instrumented; do
+    for n in $N1 $N2; do
+        log "callgrind: $mode, $n requests of /$ROUTE"
+        IR[$mode-$n]=$(run "$mode" "$n")
+    done
+done
+kill -TERM "$COLLECTOR" 2>/dev/null || true
+
+per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
+BARE=$(per bare)
+INSTR=$(per instrumented)
+REPORT=$ROOT/bench/results/callgrind-$STAMP.md
+{
+    echo "### Instructions per request (callgrind)"
+    echo
+    echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead || echo ', telemetry/overhead modified')):"
+    echo "GET /$ROUTE, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo
+    echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
+    echo "|---|---|---|---|"
+    echo "| bare | ${IR[bare-$N1]} | ${IR[bare-$N2]} | $BARE |"
+    echo "| instrumented | ${IR[instrumented-$N1]} | ${IR[instrumented-$N2]} | $INSTR |"
+    echo
+    echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request."
+    if command -v callgrind_annotate >/dev/null; then
+        echo
+        echo "Top functions (inclusive) of the instrumented run with $N2 requests:"
+        echo
+        echo '```text'
+        callgrind_annotate --inclusive=yes --threshold=100 "$OUT/callgrind.out.instrumented-$N2" 2>/dev/null |
+            grep -E "^ *[0-9,]+ \(" | head -60 | cut -c1-200 || true
+        echo '```'
+    fi
+} >"$REPORT"
+[ "$KEEP" = 1 ] || rm -f "$OUT"/callgrind.out.*
+cat "$REPORT"
+log "done: $REPORT"

@@ -1,0 +1,468 @@
+#!/usr/bin/env bash
+# bench/overhead.sh — what observability costs, bare vs instrumented, in one run.
+#
+# Builds in release mode, then on this machine (2 cores: the server pinned to one, the load
+# tools and the OTLP receiver to the other):
+#   1. saturated requests/s (wrk, closed loop), bare and instrumented alternated ROUNDS times,
+#      on GET /trivial and GET /work (~200 µs of calibrated CPU work);
+#   2. latency p50/p99 at 50 % of bare's saturated rate, open loop (overhead-load: constant
+#      arrival rate, latency from the intended send time), CPU seconds per 10,000 requests,
+#      peak RSS;
+#   3. a collector outage: instrumented at 50 % load for OUTAGE_DURATION with nothing listening
+#      on the OTLP endpoint, against the same run with the receiver up — RSS every 10 s,
+#      throughput, export-error log lines;
+#   4. each service's RSS under `faultline up`'s default load (5 requests/s).
+# and writes bench/results/<UTC stamp>.md (figures, commands, machine; ready for BENCHMARKS.md)
+# with the raw measurements in bench/results/<UTC stamp>/.
+#
+# Usage: bench/overhead.sh [--quick] [--rounds N] [--skip-up] [--skip-outage] [--no-build]
+#   --quick   short durations, one round: checks the harness, figures are not meaningful.
+# Every duration and port can be overridden by the environment variable named in the
+# "Settings" block below (e.g. SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# ---------------------------------------------------------------- settings
+QUICK=0 SKIP_UP=0 SKIP_OUTAGE=0 BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --skip-up) SKIP_UP=1 ;;
+        --skip-outage) SKIP_OUTAGE=1 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    : "${ROUNDS:=1}" "${WARMUP:=1}" "${SAT_DURATION:=3}" "${LAT_DURATION:=3}"
+    : "${OUTAGE_DURATION:=20}" "${UP_DURATION:=15}"
+fi
+ROUNDS=${ROUNDS:-3}                 # A/B repetitions (medians are reported)
+WARMUP=${WARMUP:-5}                 # s, before every measurement, not recorded
+SAT_DURATION=${SAT_DURATION:-20}    # s, each saturated wrk run
+LAT_DURATION=${LAT_DURATION:-30}    # s, each open-loop run at 50 % load
+OUTAGE_DURATION=${OUTAGE_DURATION:-120}  # s, collector-up and collector-down runs
+UP_DURATION=${UP_DURATION:-60}      # s, faultline up under its default load
+LOAD_FRACTION=${LOAD_FRACTION:-0.5} # of bare's median saturated rate
+WORK_TARGET_US=${WORK_TARGET_US:-200}
+WRK_THREADS=${WRK_THREADS:-1}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-32}
+SERVER_CPU=${SERVER_CPU:-1}         # the server's core
+LOAD_CPU=${LOAD_CPU:-0}             # wrk, overhead-load and the OTLP receiver
+APP_PORT=${APP_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19080}
+GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver
+STATS_PORT=${STATS_PORT:-14318}
+DEAD_PORT=${DEAD_PORT:-14399}       # nothing listens here (collector outage)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+TRACEPARENT="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+RESULTS=$ROOT/bench/results
+RAW=$RESULTS/$STAMP
+REPORT=$RESULTS/$STAMP.md
+DATA=$RAW/data.tsv
+mkdir -p "$RAW"
+: >"$DATA"
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+need() { command -v "$1" >/dev/null 2>&1; }
+install_debian() {
+    local as=""
+    [ "$(id -u)" = 0 ] || as="sudo"
+    log "installing $* (apt-get)"
+    $as apt-get install -y "$@" >/dev/null 2>&1 ||
+        { $as apt-get update >/dev/null 2>&1 && $as apt-get install -y "$@" >/dev/null; }
+}
+for tool in wrk jq curl taskset; do
+    if ! need "$tool"; then
+        case "$tool" in taskset) pkg=util-linux ;; *) pkg=$tool ;; esac
+        install_debian "$pkg" || die "$tool is missing and could not be installed (apt-get install $pkg)"
+    fi
+done
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 cores (one for the server, one for the load)"
+[ "$(nproc --all)" -eq 2 ] || log "note: $(nproc --all) cores; only cores $SERVER_CPU and $LOAD_CPU are used"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $APP_PORT $ADMIN_PORT $GRPC_PORT $STATS_PORT $DEAD_PORT; do
+    port_free "$p" || die "port $p is in use (override with the *_PORT variables)"
+done
+
+# ---------------------------------------------------------------- processes
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { local keep=() p; for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
+stop() { # pid: SIGTERM, wait (15 s), then SIGKILL
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime + stime
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}'; }
+
+collector_spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
+
+# start_server MODE TAG [OTLP_ENDPOINT] -> SERVER_PID, SERVER_LOG
+start_server() {
+    local mode=$1 tag=$2 endpoint=${3:-http://127.0.0.1:$GRPC_PORT}
+    SERVER_LOG=$RAW/$tag.log
+    env -i PATH="$PATH" HOME="${HOME:-/root}" \
+        RUST_LOG=info LOG_FORMAT=json \
+        OTEL_SERVICE_NAME=overhead-server \
+        OTEL_TRACES_SAMPLER=parentbased_always_on \
+        OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+        OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
+        taskset -c "$SERVER_CPU" "$BIN/overhead-server" serve --mode "$mode" \
+        --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+        --work-iterations "$WORK_ITERATIONS" >"$SERVER_LOG" 2>"$RAW/$tag.stderr" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "the $mode server did not start: $(cat "$RAW/$tag.stderr")"
+}
+
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$DATA"; } # phase mode route round metric value
+
+# wrk_run SECONDS ROUTE OUTFILE
+wrk_run() {
+    taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$1s" --latency \
+        -H "traceparent: $TRACEPARENT" "http://127.0.0.1:$APP_PORT/$2" >"$3" 2>&1
+}
+wrk_rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
+wrk_errors() { awk '/Non-2xx|Socket errors/ {n++} END {print n + 0}' "$1"; }
+
+# load_run RATE SECONDS WARMUP ROUTE OUTFILE
+load_run() {
+    taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$4" \
+        --rate "$1" --duration "$2s" --warmup "$3s" --connections "$LOAD_CONNECTIONS" >"$5"
+}
+
+median() { sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+values() { awk -F'\t' -v p="$1" -v m="$2" -v r="$3" -v k="$4" '$1 == p && $2 == m && $3 == r && $5 == k {print $6}' "$DATA"; }
+med() { values "$@" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.3f", a / b}'; }
+fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN {if (v == "nan") print "n/a"; else printf "%.*f", d, v}'; }
+verdict() { # value op target
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+        if (v == "nan") {print "n/a"; exit}
+        ok = (op == ">=") ? (v >= t) : (v <= t)
+        print ok ? "**met**" : "**missed**" }'
+}
+
+# ---------------------------------------------------------------- build
+if [ "$BUILD" = 1 ]; then
+    pkgs=(-p overhead)
+    [ "$SKIP_UP" = 1 ] || pkgs+=(-p faultline)
+    log "cargo build --release ${pkgs[*]}"
+    cargo build --release --locked "${pkgs[@]}" >"$RAW/build.log" 2>&1 ||
+        die "release build failed; see $RAW/build.log"
+fi
+for b in overhead-server overhead-load overhead-collector; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing (run without --no-build)"
+done
+
+START_EPOCH=$(date +%s)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- crates/telemetry crates/overhead 2>/dev/null || COMMIT="$COMMIT (telemetry/overhead modified)"
+
+# ---------------------------------------------------------------- calibration
+WORK_ITERATIONS=$(taskset -c "$SERVER_CPU" "$BIN/overhead-server" calibrate --target "${WORK_TARGET_US}us")
+log "GET /work = $WORK_ITERATIONS iterations (~${WORK_TARGET_US} µs on core $SERVER_CPU)"
+
+# ---------------------------------------------------------------- live OTLP receiver
+taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+    --stats "127.0.0.1:$STATS_PORT" >"$RAW/collector.out" 2>"$RAW/collector.err" &
+COLLECTOR_PID=$!
+PIDS+=("$COLLECTOR_PID")
+wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+
+order_of_round() { if [ $(($1 % 2)) = 1 ]; then echo "bare instrumented"; else echo "instrumented bare"; fi; }
+ROUTES="trivial work"
+
+# finish_server PHASE MODE ROUND REQUESTS SPANS_BEFORE: peak RSS, log lines, spans, then stop
+finish_server() {
+    local phase=$1 mode=$2 round=$3 requests=$4 spans_before=$5
+    record "$phase" "$mode" all "$round" peak_rss_kb "$(status_kb "$SERVER_PID" VmHWM)"
+    stop "$SERVER_PID"
+    sleep 1.5 # the last batch reaches the receiver
+    if [ "$mode" = instrumented ]; then
+        local spans lines
+        spans=$(($(collector_spans) - spans_before))
+        lines=$(grep -c '"request served"' "$SERVER_LOG" || true)
+        record "$phase" "$mode" all "$round" spans_per_request "$(ratio "$spans" "$requests")"
+        record "$phase" "$mode" all "$round" log_lines_per_request "$(ratio "$lines" "$requests")"
+    fi
+    rm -f "$SERVER_LOG" # can be hundreds of MB
+}
+
+# ---------------------------------------------------------------- 1. saturated throughput
+for round in $(seq "$ROUNDS"); do
+    for mode in $(order_of_round "$round"); do
+        log "saturated: round $round/$ROUNDS, $mode"
+        spans_before=$(collector_spans)
+        start_server "$mode" "sat-$mode-$round"
+        total=0
+        for route in $ROUTES; do
+            wrk_run "$WARMUP" "$route" "$RAW/sat-$mode-$route-$round.warmup.txt"
+            t0=$(cpu_ticks "$SERVER_PID"); w0=$(date +%s.%N)
+            wrk_run "$SAT_DURATION" "$route" "$RAW/sat-$mode-$route-$round.txt"
+            t1=$(cpu_ticks "$SERVER_PID"); w1=$(date +%s.%N)
+            f=$RAW/sat-$mode-$route-$round.txt
+            n=$(wrk_requests "$f")
+            total=$((total + n + $(wrk_requests "$RAW/sat-$mode-$route-$round.warmup.txt")))
+            record sat "$mode" "$route" "$round" rps "$(wrk_rps "$f")"
+            record sat "$mode" "$route" "$round" server_cpu_busy "$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN {printf "%.3f", c / hz / (b - a)}')"
+            record sat "$mode" "$route" "$round" cpu_s_per_10k "$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.4f", c / hz / n * 10000}')"
+            record sat "$mode" "$route" "$round" wrk_errors "$(wrk_errors "$f")"
+        done
+        finish_server sat "$mode" "$round" "$total" "$spans_before"
+    done
+done
+
+declare -A RATE
+for route in $ROUTES; do
+    bare=$(med sat bare "$route" rps)
+    RATE[$route]=$(awk -v r="$bare" -v f="$LOAD_FRACTION" 'BEGIN {printf "%d", r * f}')
+    log "50 % load on /$route: ${RATE[$route]} requests/s (bare saturated median $bare)"
+done
+
+# ---------------------------------------------------------------- 2. latency at 50 % load
+for round in $(seq "$ROUNDS"); do
+    for mode in $(order_of_round "$round"); do
+        log "latency: round $round/$ROUNDS, $mode"
+        spans_before=$(collector_spans)
+        start_server "$mode" "lat-$mode-$round"
+        total=0
+        for route in $ROUTES; do
+            rate=${RATE[$route]}
+            load_run "$rate" "$WARMUP" 0 "$route" "$RAW/lat-$mode-$route-$round.warmup.json"
+            t0=$(cpu_ticks "$SERVER_PID")
+            load_run "$rate" "$LAT_DURATION" 0 "$route" "$RAW/lat-$mode-$route-$round.json"
+            t1=$(cpu_ticks "$SERVER_PID")
+            f=$RAW/lat-$mode-$route-$round.json
+            n=$(jq -r '.ok + .non_2xx' "$f")
+            total=$((total + n + $(jq -r '.ok + .non_2xx' "$RAW/lat-$mode-$route-$round.warmup.json")))
+            for k in p50_us p90_us p99_us p999_us achieved_rps; do
+                record lat "$mode" "$route" "$round" "$k" "$(jq -r ".$k" "$f")"
+            done
+            record lat "$mode" "$route" "$round" failed "$(jq -r '.errors + .non_2xx + .unfinished' "$f")"
+            record lat "$mode" "$route" "$round" cpu_s_per_10k "$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.4f", c / hz / n * 10000}')"
+        done
+        finish_server lat "$mode" "$round" "$total" "$spans_before"
+    done
+done
+
+# ---------------------------------------------------------------- 3. collector outage
+OUTAGE_ROUTE=trivial
+# outage_run TAG ENDPOINT
+outage_run() {
+    local tag=$1 endpoint=$2 rate=${RATE[$OUTAGE_ROUTE]}
+    log "outage: $tag, $OUTAGE_DURATION s at $rate requests/s on /$OUTAGE_ROUTE, OTLP to $endpoint"
+    start_server instrumented "$tag" "$endpoint"
+    load_run "$rate" "$WARMUP" 0 "$OUTAGE_ROUTE" "$RAW/$tag.warmup.json"
+    local t0 t1 start now
+    t0=$(cpu_ticks "$SERVER_PID")
+    load_run "$rate" "$OUTAGE_DURATION" 0 "$OUTAGE_ROUTE" "$RAW/$tag.json" &
+    local load_pid=$!
+    start=$(date +%s.%N)
+    : >"$RAW/$tag.rss.tsv"
+    while kill -0 "$load_pid" 2>/dev/null; do
+        now=$(date +%s.%N)
+        printf '%.0f\t%s\n' "$(awk -v a="$start" -v b="$now" 'BEGIN {print b - a}')" \
+            "$(status_kb "$SERVER_PID" VmRSS)" >>"$RAW/$tag.rss.tsv"
+        for _ in $(seq 100); do kill -0 "$load_pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    wait "$load_pid"
+    printf '%.0f\t%s\n' "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')" \
+        "$(status_kb "$SERVER_PID" VmRSS)" >>"$RAW/$tag.rss.tsv"
+    t1=$(cpu_ticks "$SERVER_PID")
+    local n
+    n=$(jq -r '.ok + .non_2xx' "$RAW/$tag.json")
+    record "$tag" instrumented "$OUTAGE_ROUTE" 1 cpu_s_per_10k "$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.4f", c / hz / n * 10000}')"
+    for k in achieved_rps p50_us p99_us; do
+        record "$tag" instrumented "$OUTAGE_ROUTE" 1 "$k" "$(jq -r ".$k" "$RAW/$tag.json")"
+    done
+    record "$tag" instrumented "$OUTAGE_ROUTE" 1 failed "$(jq -r '.errors + .non_2xx + .unfinished' "$RAW/$tag.json")"
+    # then saturated, as in phase 1
+    wrk_run "$WARMUP" "$OUTAGE_ROUTE" "$RAW/$tag.sat.warmup.txt"
+    wrk_run "$SAT_DURATION" "$OUTAGE_ROUTE" "$RAW/$tag.sat.txt"
+    record "$tag" instrumented "$OUTAGE_ROUTE" 1 sat_rps "$(wrk_rps "$RAW/$tag.sat.txt")"
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | grep '^otel_sdk' >"$RAW/$tag.otel-metrics.txt" || true
+    record "$tag" instrumented all 1 peak_rss_kb "$(status_kb "$SERVER_PID" VmHWM)"
+    stop "$SERVER_PID"
+    # Keep only what is not a per-request line (export errors, start/stop, anything else).
+    grep -v '"request served"' "$SERVER_LOG" >"$RAW/$tag.other-log-lines.jsonl" || true
+    rm -f "$SERVER_LOG"
+}
+if [ "$SKIP_OUTAGE" = 0 ]; then
+    port_free "$DEAD_PORT" || die "port $DEAD_PORT must have nothing listening"
+    outage_run outage-up "http://127.0.0.1:$GRPC_PORT"
+    outage_run outage-down "http://127.0.0.1:$DEAD_PORT"
+fi
+
+stop "$COLLECTOR_PID"
+
+# ---------------------------------------------------------------- 4. faultline up
+UP_ROWS=""
+if [ "$SKIP_UP" = 0 ]; then
+    if ! [ -x "$BIN/faultline" ]; then
+        log "skipping faultline up: $BIN/faultline is missing"
+    elif ! port_free 8080 || ! port_free 8081 || ! port_free 8082; then
+        log "skipping faultline up: ports 8080-8082 are in use"
+    else
+        log "faultline up for $UP_DURATION s (default load, 5 requests/s)"
+        "$BIN/faultline" up --dir "$RAW/faultline-up" </dev/null >"$RAW/faultline-up.out" 2>&1 &
+        UP_PID=$!
+        PIDS+=("$UP_PID")
+        sleep "$UP_DURATION"
+        for child in $(pgrep -P "$UP_PID" || true); do
+            name=$(tr '\0' ' ' <"/proc/$child/cmdline" | awk '{for (i = 1; i < NF; i++) if ($i == "serve") print $(i + 1)}')
+            [ -n "$name" ] || continue
+            UP_ROWS+="| $name | $(fmt "$(awk -v k="$(status_kb "$child" VmRSS)" 'BEGIN {print k / 1024}')" 1) MB | $(fmt "$(awk -v k="$(status_kb "$child" VmHWM)" 'BEGIN {print k / 1024}')" 1) MB | $(verdict "$(awk -v k="$(status_kb "$child" VmRSS)" 'BEGIN {print k / 1024}')" "<=" 40) |"$'\n'
+        done
+        stop "$UP_PID"
+    fi
+fi
+
+# ---------------------------------------------------------------- report
+END_EPOCH=$(date +%s)
+log "writing $REPORT"
+mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k / 1024}'; }
+{
+    echo "## Instrumented vs bare (bench/overhead.sh)"
+    echo
+    echo "- Date: $(date -u -d "@$START_EPOCH" '+%Y-%m-%d %H:%M UTC') ($(( (END_EPOCH - START_EPOCH) / 60 )) min). Commit: $COMMIT."
+    echo "- Machine: $(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)."
+    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")\` (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
+    echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
+    echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) and the OTLP receiver pinned to core $LOAD_CPU."
+    echo "  Every request carries a \`traceparent\`. GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\` (~$WORK_TARGET_US µs, calibrated on core $SERVER_CPU)."
+    echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
+    echo "  **instrumented**: \`telemetry::init\` (JSON logs at \`info\` to a file, one line per request;"
+    echo "  \`parentbased_always_on\`; batch OTLP/gRPC export of spans and logs to a live receiver that"
+    echo "  decodes and counts them), \`ServerLayer\` (SERVER span, RED metrics, ids), Prometheus recorder."
+    echo "- Bare and instrumented alternate (round 1: bare first, round 2: instrumented first, …); each"
+    echo "  figure is the median over the rounds; ratio = instrumented ÷ bare."
+    echo
+    for route in $ROUTES; do
+        t_sat=0.90; [ "$route" = work ] && t_sat=0.97
+        echo "### GET /$route"
+        echo
+        echo "| measure | bare | instrumented | ratio | target |"
+        echo "|---|---|---|---|---|"
+        b=$(med sat bare "$route" rps); i=$(med sat instrumented "$route" rps); r=$(ratio "$i" "$b")
+        echo "| saturated requests/s (wrk) | $(fmt "$b") | $(fmt "$i") | $r | ≥ $t_sat $(verdict "$r" ">=" "$t_sat") |"
+        b=$(med sat bare "$route" server_cpu_busy); i=$(med sat instrumented "$route" server_cpu_busy)
+        echo "| server core busy while saturated | $(fmt "$b" 2) | $(fmt "$i" 2) | | ≈ 1.00 (else wrk was the limit) |"
+        b=$(med lat bare "$route" p50_us); i=$(med lat instrumented "$route" p50_us); r=$(ratio "$i" "$b")
+        echo "| p50 at ${RATE[$route]}/s, open loop | $(fmt "$b") µs | $(fmt "$i") µs | $r | ≤ 1.05 $(verdict "$r" "<=" 1.05) |"
+        b=$(med lat bare "$route" p99_us); i=$(med lat instrumented "$route" p99_us); r=$(ratio "$i" "$b")
+        echo "| p99 at ${RATE[$route]}/s, open loop | $(fmt "$b") µs | $(fmt "$i") µs | $r | ≤ 1.10 $(verdict "$r" "<=" 1.10) |"
+        b=$(med lat bare "$route" p999_us); i=$(med lat instrumented "$route" p999_us)
+        echo "| p99.9 at ${RATE[$route]}/s | $(fmt "$b") µs | $(fmt "$i") µs | $(ratio "$i" "$b") | |"
+        b=$(med lat bare "$route" cpu_s_per_10k); i=$(med lat instrumented "$route" cpu_s_per_10k)
+        echo "| CPU s per 10,000 requests (at ${RATE[$route]}/s) | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
+        b=$(med sat bare "$route" cpu_s_per_10k); i=$(med sat instrumented "$route" cpu_s_per_10k)
+        echo "| CPU s per 10,000 requests (saturated) | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
+        echo
+    done
+    b=$(med sat bare all peak_rss_kb); i=$(med sat instrumented all peak_rss_kb)
+    echo "Peak RSS (VmHWM) of a server after its saturated runs: bare $(mb "$b") MB, instrumented $(mb "$i") MB;"
+    b=$(med lat bare all peak_rss_kb); i=$(med lat instrumented all peak_rss_kb)
+    echo "after its 50 % runs: bare $(mb "$b") MB, instrumented $(mb "$i") MB."
+    echo "Export was live: $(med sat instrumented all spans_per_request) spans received by the OTLP receiver per request"
+    echo "served (saturated runs; $(med lat instrumented all spans_per_request) at 50 %), $(med sat instrumented all log_lines_per_request) JSON log lines per request."
+    echo "Open-loop runs with failed or unfinished requests: $(awk -F'\t' '$1 == "lat" && $5 == "failed" && $6 > 0' "$DATA" | wc -l) (of $(awk -F'\t' '$1 == "lat" && $5 == "failed"' "$DATA" | wc -l))."
+    echo
+    echo "Every run (medians above are over these):"
+    echo
+    echo "| route | mode | round | sat req/s | p50 µs | p99 µs | CPU s/10k (50 %) |"
+    echo "|---|---|---|---|---|---|---|"
+    for route in $ROUTES; do for mode in bare instrumented; do for round in $(seq "$ROUNDS"); do
+        echo "| /$route | $mode | $round | $(fmt "$(values sat "$mode" "$route" rps | grep -v '^$' | head -n $round | tail -1)") | $(fmt "$(values lat "$mode" "$route" p50_us | head -n $round | tail -1)") | $(fmt "$(values lat "$mode" "$route" p99_us | head -n $round | tail -1)") | $(values lat "$mode" "$route" cpu_s_per_10k | head -n $round | tail -1) |"
+    done; done; done
+    echo
+    if [ "$SKIP_OUTAGE" = 0 ]; then
+        echo "### Collector outage"
+        echo
+        echo "Instrumented, GET /$OUTAGE_ROUTE at ${RATE[$OUTAGE_ROUTE]} requests/s (50 %) for $OUTAGE_DURATION s, then saturated for $SAT_DURATION s;"
+        echo "first with the OTLP receiver up, then with nothing listening on the OTLP endpoint."
+        echo
+        u0=$(head -1 "$RAW/outage-down.rss.tsv" | cut -f2); u1=$(tail -1 "$RAW/outage-down.rss.tsv" | cut -f2)
+        half=$(awk -v n="$(wc -l <"$RAW/outage-down.rss.tsv")" 'BEGIN {printf "%d", (n + 1) / 2}')
+        um=$(sed -n "${half}p" "$RAW/outage-down.rss.tsv" | cut -f2)
+        growth=$(awk -v a="$u0" -v b="$u1" 'BEGIN {printf "%.3f", b / a - 1}')
+        late=$(awk -v a="$um" -v b="$u1" 'BEGIN {printf "%.3f", b / a - 1}')
+        echo "| measure | collector up | collector down | ratio (down ÷ up) | target |"
+        echo "|---|---|---|---|---|"
+        b=$(med outage-up instrumented "$OUTAGE_ROUTE" achieved_rps); i=$(med outage-down instrumented "$OUTAGE_ROUTE" achieved_rps); r=$(ratio "$i" "$b")
+        echo "| throughput at 50 % (req/s) | $(fmt "$b" 1) | $(fmt "$i" 1) | $r | ≥ 0.98 $(verdict "$r" ">=" 0.98) |"
+        b=$(med outage-up instrumented "$OUTAGE_ROUTE" sat_rps); i=$(med outage-down instrumented "$OUTAGE_ROUTE" sat_rps); r=$(ratio "$i" "$b")
+        echo "| saturated requests/s afterwards | $(fmt "$b") | $(fmt "$i") | $r | ≥ 0.98 $(verdict "$r" ">=" 0.98) |"
+        b=$(med outage-up instrumented "$OUTAGE_ROUTE" p50_us); i=$(med outage-down instrumented "$OUTAGE_ROUTE" p50_us)
+        echo "| p50 at 50 % | $(fmt "$b") µs | $(fmt "$i") µs | $(ratio "$i" "$b") | |"
+        b=$(med outage-up instrumented "$OUTAGE_ROUTE" p99_us); i=$(med outage-down instrumented "$OUTAGE_ROUTE" p99_us)
+        echo "| p99 at 50 % | $(fmt "$b") µs | $(fmt "$i") µs | $(ratio "$i" "$b") | |"
+        b=$(med outage-up instrumented "$OUTAGE_ROUTE" cpu_s_per_10k); i=$(med outage-down instrumented "$OUTAGE_ROUTE" cpu_s_per_10k)
+        echo "| CPU s per 10,000 requests | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
+        echo "| RSS at start → end of the $OUTAGE_DURATION s | $(mb "$(head -1 "$RAW/outage-up.rss.tsv" | cut -f2)") → $(mb "$(tail -1 "$RAW/outage-up.rss.tsv" | cut -f2)") MB | $(mb "$u0") → $(mb "$u1") MB (+$(awk -v g="$growth" 'BEGIN {printf "%.1f", g * 100}') %) | | ≤ +10 % $(verdict "$growth" "<=" 0.10) |"
+        echo "| RSS growth over the second half | | +$(awk -v g="$late" 'BEGIN {printf "%.1f", g * 100}') % | | ≈ 0 (stopped growing) |"
+        echo
+        echo "RSS while the collector was down (s since start of the 50 % run → MB): $(awk -F'\t' '{printf "%s%s s %.1f", (NR > 1 ? ", " : ""), $1, $2 / 1024}' "$RAW/outage-down.rss.tsv")."
+        echo
+        errs=$RAW/outage-down.export-errors.tsv
+        jq -r 'select(.target == "telemetry::export") | [(.timestamp | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601), .signal, (.suppressed_failures // 0)] | @tsv' \
+            "$RAW/outage-down.other-log-lines.jsonl" >"$errs" 2>/dev/null || true
+        n_err=$(wc -l <"$errs")
+        window=$(sort -n "$errs" | awk '{t[NR] = $1} END {m = 0; for (i = 1; i <= NR; i++) {c = 0; for (j = i; j <= NR && t[j] < t[i] + 10; j++) c++; if (c > m) m = c}; print m}')
+        per_signal=$(cut -f2 "$errs" | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')
+        others=$(jq -r 'select(.target != "telemetry::export") | .level' "$RAW/outage-down.other-log-lines.jsonl" 2>/dev/null | grep -cv INFO || true)
+        run_s=$((OUTAGE_DURATION + 2 * WARMUP + SAT_DURATION))
+        echo "Export-error log lines while the collector was down (~$run_s s of load): $n_err ($per_signal);"
+        echo "at most $window in any 10 s window (target: at most one per 10 s per signal, i.e. ≤ 2 with traces and logs both failing: $(verdict "$window" "<=" 2))."
+        echo "Other WARN/ERROR lines: $others. SDK counters at the end (\`/metrics\`):"
+        echo
+        echo '```text'
+        grep -v '^#' "$RAW/outage-down.otel-metrics.txt" 2>/dev/null || echo "(none)"
+        echo '```'
+        echo
+    fi
+    if [ -n "$UP_ROWS" ]; then
+        echo "### Services under \`faultline up\` (default load, 5 requests/s)"
+        echo
+        echo "\`target/release/faultline up\` for $UP_DURATION s (not pinned; OTLP to its default endpoint):"
+        echo
+        echo "| service | RSS at the end | peak RSS | target ≤ 40 MB |"
+        echo "|---|---|---|---|"
+        printf '%s' "$UP_ROWS"
+        echo
+    fi
+    echo "Raw measurements: \`bench/results/$STAMP/\` (\`data.tsv\`: phase, mode, route, round, measure, value)."
+} >"$REPORT"
+cat "$REPORT"
+log "done: $REPORT"

@@ -1,0 +1,56 @@
+//! `overhead-collector`: a live OTLP/gRPC receiver that counts spans and log records and keeps
+//! none of them (see `overhead::collector`).
+//!
+//! ```text
+//! overhead-collector --grpc 127.0.0.1:14317 --stats 127.0.0.1:14318
+//! curl -s http://127.0.0.1:14318/stats   # {"spans":…,"logs":…,"trace_requests":…,"log_requests":…}
+//! ```
+//!
+//! Runs until SIGTERM or SIGINT, then prints the final counts on stdout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use overhead::collector::{Counts, serve};
+
+#[derive(Parser)]
+#[command(about = "A counting OTLP/gRPC receiver for bench/overhead.sh")]
+struct Cli {
+    /// OTLP/gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:14317")]
+    grpc: SocketAddr,
+    /// HTTP address of GET /stats.
+    #[arg(long, default_value = "127.0.0.1:14318")]
+    stats: SocketAddr,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let grpc = tokio::net::TcpListener::bind(cli.grpc)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.grpc))?;
+    let stats = tokio::net::TcpListener::bind(cli.stats)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.stats))?;
+    eprintln!(
+        "ready grpc={} stats={} pid={}",
+        grpc.local_addr()?,
+        stats.local_addr()?,
+        std::process::id()
+    );
+    let counts = Arc::new(Counts::default());
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    serve(grpc, stats, counts.clone(), stop).await?;
+    println!("{}", counts.to_json());
+    Ok(())
+}
