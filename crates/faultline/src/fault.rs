@@ -28,10 +28,20 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AdminArgs {
     /// Host of the admin listeners (ports 9080–9082); `FAULTLINE_<SERVICE>_ADMIN_URL`
     /// overrides one service's base URL.
-    #[arg(long, env = "FAULTLINE_ADMIN_HOST", default_value = "127.0.0.1", global = true)]
+    #[arg(
+        long,
+        env = "FAULTLINE_ADMIN_HOST",
+        default_value = "127.0.0.1",
+        global = true
+    )]
     pub host: String,
     /// The state directory of `faultline up` (holds `admin-token`, and drill state).
-    #[arg(long, env = "FAULTLINE_DIR", default_value = ".faultline", global = true)]
+    #[arg(
+        long,
+        env = "FAULTLINE_DIR",
+        default_value = ".faultline",
+        global = true
+    )]
     pub dir: PathBuf,
 }
 
@@ -211,7 +221,9 @@ impl AdminApi {
     /// # Errors
     /// The service is unreachable or answers something unexpected.
     pub async fn list(&self, service: Service) -> anyhow::Result<Vec<Value>> {
-        let r = self.call(Method::GET, service, "/admin/faults", None).await?;
+        let r = self
+            .call(Method::GET, service, "/admin/faults", None)
+            .await?;
         let body = ok_json(service, &r, StatusCode::OK)?;
         Ok(body["faults"].as_array().cloned().unwrap_or_default())
     }
@@ -283,7 +295,10 @@ pub fn describe_params(fault: &Value) -> String {
         "connections",
     ] {
         if let Some(v) = fault.get(key).filter(|v| !v.is_null()) {
-            let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
             parts.push(format!("{key}={v}"));
         }
     }
@@ -310,7 +325,9 @@ pub async fn annotate(text: &str, tags: &[&str]) -> bool {
         .unwrap_or(0);
     let body = serde_json::json!({ "time": now_ms, "tags": tags, "text": text });
     let mut headers = http::HeaderMap::new();
-    if let Some(token) = std::env::var("GRAFANA_TOKEN").ok().filter(|t| !t.is_empty())
+    if let Some(token) = std::env::var("GRAFANA_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
         && let Ok(value) = format!("Bearer {token}").parse()
     {
         headers.insert(http::header::AUTHORIZATION, value);
@@ -366,7 +383,12 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(ttl)
             );
             annotate(
-                &format!("fault {id} set on {}: {} {}", service.name(), set.kind, describe_params(&fault)),
+                &format!(
+                    "fault {id} set on {}: {} {}",
+                    service.name(),
+                    set.kind,
+                    describe_params(&fault)
+                ),
                 &["faultline", "fault", service.name(), set.kind.name()],
             )
             .await;
@@ -473,7 +495,10 @@ fn print_kinds() {
         (Service::Orders, orders::FAULT_KINDS),
         (Service::Fulfillment, fulfillment::FAULT_KINDS),
     ];
-    println!("{:<26} {:<32} {:<28} what it does", "kind", "services", "parameters");
+    println!(
+        "{:<26} {:<32} {:<28} what it does",
+        "kind", "services", "parameters"
+    );
     for kind in FaultKind::ALL {
         let runs_in: Vec<_> = services
             .iter()

@@ -124,9 +124,7 @@ async fn start_and_wait(
     let running = match config {
         ServiceConfig::Gateway(config) => gateway::start(config, metrics, shutdown).await?,
         ServiceConfig::Orders(config) => orders::start(config, metrics, shutdown).await?,
-        ServiceConfig::Fulfillment(config) => {
-            fulfillment::start(config, metrics, shutdown).await?
-        }
+        ServiceConfig::Fulfillment(config) => fulfillment::start(config, metrics, shutdown).await?,
     };
     tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "listening");
     running.wait().await

@@ -312,6 +312,6 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
         .map(rel)
         .unwrap_or_else(|_| "faultline".to_owned());
     println!(
-        "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  {exe} status\n  {exe} load --rps 50 --duration 30s\n\nPress Ctrl-C to stop."
+        "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  {exe} status\n  {exe} load --rps 50 --duration 30s\n  {exe} fault set orders db.slow_query --ms 800 --probability 0.3 --for 5m\n  {exe} drill start --random      (a blind incident to find; `drill list` shows them all)\n\nPress Ctrl-C to stop."
     );
 }
