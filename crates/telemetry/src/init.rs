@@ -20,7 +20,7 @@ use crate::export::{
     BoundedSpanProcessor, EXPORT_LOG_TARGET, ObservedLogExporter, ObservedSpanExporter,
     PendingSpans,
 };
-use crate::logging::JsonFormat;
+use crate::logging::{JsonFormat, NoSpanFields};
 use crate::metrics::{MetricsError, MetricsHandle};
 
 /// Targets whose spans and events never enter the OTLP pipelines: the exporter's own transport
@@ -146,7 +146,10 @@ where
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            // The JSON line reads no span fields: do not format them on every span.
+            .fmt_fields(NoSpanFields)
             .event_format(JsonFormat::new(service_name))
+            .with_ansi(false)
             .with_writer(writer)
             .with_filter(log_filter)
             .boxed(),

@@ -20,13 +20,15 @@
 //! {"timestamp":"2026-11-29T10:42:00.123456Z","level":"INFO","target":"orders::api","message":"order placed","service":"orders","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","order_id":"o-17"}
 //! ```
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
-use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -43,17 +45,38 @@ const RESERVED: [&str; 7] = [
 ];
 
 /// A [`FormatEvent`] writing the JSON line described in the [module docs](self).
+///
+/// The line is written straight into the output, with the keys in lexicographic order (as a
+/// `serde_json::Map` would write them) and strings escaped exactly as `serde_json` escapes them,
+/// without building a JSON value first: no allocation per field. Pair it with
+/// [`NoSpanFields`]: this format reads no span fields, so formatting them is wasted work.
 #[derive(Clone, Debug)]
 pub struct JsonFormat {
-    service: String,
+    /// The service name as a JSON string (quoted and escaped once).
+    service_json: String,
 }
 
 impl JsonFormat {
     /// A format that writes `service` into every line.
     pub fn new(service: impl Into<String>) -> Self {
+        let mut json = Vec::new();
+        write_json_str(&mut json, &service.into());
         Self {
-            service: service.into(),
+            service_json: String::from_utf8(json).expect("escaping keeps UTF-8"),
         }
+    }
+}
+
+/// A [`FormatFields`] that formats nothing. The `fmt` layer formats every span's fields when
+/// the span is created (and again on each `record`) for formatters that print them; with
+/// [`JsonFormat`], which does not, that is pure cost on every request. Install it with
+/// `tracing_subscriber::fmt::layer().fmt_fields(NoSpanFields).event_format(JsonFormat::new(..))`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(&self, _writer: Writer<'writer>, _fields: R) -> fmt::Result {
+        Ok(())
     }
 }
 
@@ -68,94 +91,298 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        thread_local! {
+            static LINE: RefCell<Line> = RefCell::new(Line::default());
+        }
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => self.write_line(&mut line, &mut writer, event),
+            // A field's `Debug` that logs while its own line is being formatted.
+            Err(_) => self.write_line(&mut Line::default(), &mut writer, event),
+        })
+    }
+}
+
+impl JsonFormat {
+    fn write_line(
+        &self,
+        line: &mut Line,
+        writer: &mut Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        line.clear();
         let meta = event.metadata();
-        let mut line = Map::with_capacity(8);
+
         let now = time::OffsetDateTime::now_utc();
-        let timestamp = now
+        let now = now
             .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
-            .format(&Rfc3339)
+            .unwrap_or(now);
+        let start = line.values.len();
+        line.values.push(b'"');
+        now.format_into(&mut line.values, &Rfc3339)
             .map_err(|_| fmt::Error)?;
-        line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert("level".into(), Value::String(meta.level().as_str().into()));
-        line.insert("target".into(), Value::String(meta.target().into()));
-        line.insert("message".into(), Value::String(String::new()));
-        line.insert("service".into(), Value::String(self.service.clone()));
+        line.values.push(b'"');
+        line.entry(Cow::Borrowed("timestamp"), start);
+
+        line.push(Cow::Borrowed("level"), |b| {
+            write_json_str(b, meta.level().as_str())
+        });
+        line.push(Cow::Borrowed("target"), |b| {
+            write_json_str(b, meta.target())
+        });
+        line.push(Cow::Borrowed("message"), |b| b.extend_from_slice(b"\"\""));
+        line.push(Cow::Borrowed("service"), |b| {
+            b.extend_from_slice(self.service_json.as_bytes())
+        });
         opentelemetry::Context::map_current(|cx| {
             let span = cx.span();
             let sc = span.span_context();
             if sc.is_valid() {
-                line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-                line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+                line.push(Cow::Borrowed("trace_id"), |b| {
+                    write_hex_str(b, &sc.trace_id().to_bytes())
+                });
+                line.push(Cow::Borrowed("span_id"), |b| {
+                    write_hex_str(b, &sc.span_id().to_bytes())
+                });
             }
         });
-        event.record(&mut JsonVisitor(&mut line));
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        event.record(&mut JsonVisitor(line));
+        line.finish();
+        writer.write_str(std::str::from_utf8(&line.out).map_err(|_| fmt::Error)?)
     }
 }
 
-/// Collects an event's fields into the JSON object.
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// One key of the line; its value's JSON text is `Line::values[start..end]`.
+struct Entry {
+    key: Cow<'static, str>,
+    start: usize,
+    end: usize,
+}
 
-impl JsonVisitor<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        if name == "message" {
-            self.0.insert("message".into(), value_to_message(value));
-        } else if name.starts_with("log.") {
-            // Metadata of events bridged from the `log` crate; `target` already says it.
-        } else if RESERVED.contains(&name) {
-            self.0.insert(format!("field.{name}"), value);
-        } else {
-            self.0.insert(name.to_owned(), value);
+/// The line being written, kept per thread so that its buffers are reused.
+#[derive(Default)]
+struct Line {
+    entries: Vec<Entry>,
+    values: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Line {
+    /// Buffers larger than this (a huge field) are not kept for the next line.
+    const KEEP_BYTES: usize = 64 * 1024;
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        for buf in [&mut self.values, &mut self.out] {
+            buf.clear();
+            if buf.capacity() > Self::KEEP_BYTES {
+                buf.shrink_to(Self::KEEP_BYTES / 4);
+            }
         }
     }
+
+    fn entry(&mut self, key: Cow<'static, str>, start: usize) {
+        self.entries.push(Entry {
+            key,
+            start,
+            end: self.values.len(),
+        });
+    }
+
+    fn push(&mut self, key: Cow<'static, str>, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.values.len();
+        write(&mut self.values);
+        self.entry(key, start);
+    }
+
+    /// Writes `{"key":value,…}\n` into `out`: keys in lexicographic order, and for a key
+    /// written more than once the last value (the semantics of a JSON map built by inserts).
+    fn finish(&mut self) {
+        // Stable: equal keys stay in insertion order, so the last one is the latest.
+        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
+        self.out.push(b'{');
+        let mut first = true;
+        for (i, e) in self.entries.iter().enumerate() {
+            if self
+                .entries
+                .get(i + 1)
+                .is_some_and(|next| next.key == e.key)
+            {
+                continue;
+            }
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            write_json_str(&mut self.out, &e.key);
+            self.out.push(b':');
+            self.out.extend_from_slice(&self.values[e.start..e.end]);
+        }
+        self.out.extend_from_slice(b"}\n");
+    }
 }
 
-fn value_to_message(value: Value) -> Value {
-    match value {
-        Value::String(_) => value,
-        other => Value::String(other.to_string()),
+/// Collects an event's fields into the line.
+struct JsonVisitor<'a>(&'a mut Line);
+
+/// Whether a value is written as a JSON string or as a bare number or boolean.
+#[derive(PartialEq, Eq)]
+enum Kind {
+    String,
+    Bare,
+}
+
+impl JsonVisitor<'_> {
+    fn put(&mut self, field: &Field, kind: Kind, write: impl FnOnce(&mut Vec<u8>)) {
+        let name = field.name();
+        let key = if name == "message" {
+            // The message is always a string, whatever type it was recorded with.
+            if kind == Kind::Bare {
+                self.0.push(Cow::Borrowed("message"), |b| {
+                    b.push(b'"');
+                    write(b); // digits, `.`, `e`, `-`, `true`, `false`: nothing to escape
+                    b.push(b'"');
+                });
+                return;
+            }
+            Cow::Borrowed("message")
+        } else if name.starts_with("log.") {
+            // Metadata of events bridged from the `log` crate; `target` already says it.
+            return;
+        } else if RESERVED.contains(&name) {
+            Cow::Owned(format!("field.{name}"))
+        } else {
+            Cow::Borrowed(name)
+        };
+        self.0.push(key, write);
+    }
+
+    fn put_display(&mut self, field: &Field, value: &dyn fmt::Display) {
+        self.put(field, Kind::String, |b| write_json_display(b, value));
     }
 }
 
 impl Visit for JsonVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let v = serde_json::Number::from_f64(value)
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(value.to_string()));
-        self.put(field, v);
+        // Finite: `serde_json`'s shortest round-trip form, as its `Number` displays it;
+        // NaN and infinities are not JSON numbers and become strings.
+        match serde_json::Number::from_f64(value) {
+            Some(n) => self.put(field, Kind::Bare, |b| write_display(b, &n)),
+            None => self.put_display(field, &value),
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.put(field, Kind::Bare, |b| write_display(b, &value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.put(field, Kind::Bare, |b| write_display(b, &value));
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.put(field, Value::String(value.to_string()));
+        self.put_display(field, &value);
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.put(field, Value::String(value.to_string()));
+        self.put_display(field, &value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+        self.put(field, Kind::Bare, |b| {
+            b.extend_from_slice(if value { b"true" } else { b"false" })
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        self.put(field, Kind::String, |b| write_json_str(b, value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
+        self.put_display(field, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        self.put(field, Kind::String, |b| {
+            b.push(b'"');
+            let _ = fmt::write(&mut JsonEscaper(b), format_args!("{value:?}"));
+            b.push(b'"');
+        });
+    }
+}
+
+/// `value`'s `Display`, unquoted (numbers).
+fn write_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
+    let _ = std::io::Write::write_fmt(out, format_args!("{value}"));
+}
+
+/// `value`'s `Display` as a JSON string.
+fn write_json_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
+    out.push(b'"');
+    let _ = fmt::write(&mut JsonEscaper(out), format_args!("{value}"));
+    out.push(b'"');
+}
+
+/// `s` as a JSON string: quoted and escaped.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_json(out, s);
+    out.push(b'"');
+}
+
+/// Bytes as lowercase hex in a JSON string (trace and span ids).
+fn write_hex_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
+
+/// Escapes `s` for the inside of a JSON string exactly as `serde_json` does: `"`, `\` and the
+/// control characters below U+0020 (`\b \t \n \f \r` in short form, the others as `\u00XX`);
+/// everything else, non-ASCII included, as it is.
+fn escape_json(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// A `fmt::Write` that escapes what is written into a JSON string's inside.
+struct JsonEscaper<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for JsonEscaper<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_json(self.0, s);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
     use std::io;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
@@ -209,5 +436,212 @@ mod tests {
         assert_eq!(lines[0]["service"], "svc");
         assert_eq!(lines[0]["field.service"], "spoof");
         assert_eq!(lines[0]["level"], "WARN");
+    }
+
+    /// The format as it was first written (a `serde_json::Map`, then `to_string`): the
+    /// reference the direct writer must match byte for byte.
+    struct ReferenceFormat(String);
+
+    impl<S, N> FormatEvent<S, N> for ReferenceFormat
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            _ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let meta = event.metadata();
+            let mut line = Map::new();
+            let now = time::OffsetDateTime::now_utc();
+            let timestamp = now
+                .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+                .unwrap_or(now)
+                .format(&Rfc3339)
+                .map_err(|_| fmt::Error)?;
+            line.insert("timestamp".into(), Value::String(timestamp));
+            line.insert("level".into(), Value::String(meta.level().as_str().into()));
+            line.insert("target".into(), Value::String(meta.target().into()));
+            line.insert("message".into(), Value::String(String::new()));
+            line.insert("service".into(), Value::String(self.0.clone()));
+            opentelemetry::Context::map_current(|cx| {
+                let span = cx.span();
+                let sc = span.span_context();
+                if sc.is_valid() {
+                    line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
+                    line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+                }
+            });
+            event.record(&mut ReferenceVisitor(&mut line));
+            let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+            writeln!(writer, "{text}")
+        }
+    }
+
+    struct ReferenceVisitor<'a>(&'a mut Map<String, Value>);
+
+    impl ReferenceVisitor<'_> {
+        fn put(&mut self, field: &Field, value: Value) {
+            let name = field.name();
+            if name == "message" {
+                let value = match value {
+                    Value::String(_) => value,
+                    other => Value::String(other.to_string()),
+                };
+                self.0.insert("message".into(), value);
+            } else if name.starts_with("log.") {
+            } else if RESERVED.contains(&name) {
+                self.0.insert(format!("field.{name}"), value);
+            } else {
+                self.0.insert(name.to_owned(), value);
+            }
+        }
+    }
+
+    impl Visit for ReferenceVisitor<'_> {
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            let v = serde_json::Number::from_f64(value)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(value.to_string()));
+            self.put(field, v);
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.put(field, Value::from(value));
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.put(field, Value::from(value));
+        }
+        fn record_i128(&mut self, field: &Field, value: i128) {
+            self.put(field, Value::String(value.to_string()));
+        }
+        fn record_u128(&mut self, field: &Field, value: u128) {
+            self.put(field, Value::String(value.to_string()));
+        }
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.put(field, Value::Bool(value));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.put(field, Value::String(value.to_owned()));
+        }
+        fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+            self.put(field, Value::String(value.to_string()));
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.put(field, Value::String(format!("{value:?}")));
+        }
+    }
+
+    /// The line with the timestamp's value blanked (two formatters never read the same clock).
+    fn without_timestamp(line: &str) -> String {
+        let key = "\"timestamp\":\"";
+        let start = line.find(key).expect("a timestamp") + key.len();
+        let end = start + line[start..].find('"').unwrap();
+        format!("{}{}", &line[..start], &line[end..])
+    }
+
+    #[test]
+    fn the_direct_writer_writes_what_serde_json_wrote() {
+        let (new, reference) = (Buf::default(), Buf::default());
+        let (n, r) = (new.clone(), reference.clone());
+        let service = "svc \"quoted\" \u{7}";
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(NoSpanFields)
+                    .event_format(JsonFormat::new(service))
+                    .with_writer(move || n.clone()),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(ReferenceFormat(service.into()))
+                    .with_writer(move || r.clone()),
+            );
+        let error = std::io::Error::other("disk \"full\"\n");
+        let events = || {
+            tracing::info!("plain");
+            tracing::warn!(
+                order_id = "o-1",
+                quantity = 2,
+                ok = true,
+                "order {} placed",
+                7
+            );
+            tracing::error!(error = %error, debug = ?Some("x\ty"), "failed");
+            tracing::info!(
+                f = 1.5,
+                big = 1e300,
+                tiny = -2.5e-8,
+                nan = f64::NAN,
+                inf = f64::NEG_INFINITY,
+                i = -9_i64,
+                u = u64::MAX,
+                wide = i128::MIN,
+                uwide = u128::MAX,
+                "numbers"
+            );
+            tracing::info!(message = 5);
+            tracing::info!(message = 2.25);
+            tracing::info!(message = false);
+            tracing::info!(message = "explicit");
+            tracing::info!(
+                service = "spoof",
+                level = 3,
+                trace_id = "x",
+                span_id = 1,
+                "reserved"
+            );
+            tracing::info!(
+                zzz = 1,
+                aaa = "\u{0}\u{1f}\u{7f}\\/\u{8}\u{c}\r é ✓ 😀",
+                "field.level" = "two ways to one key",
+                level = "second",
+                "ordering"
+            );
+            tracing::info!(log.file = "x", log.line = 3, "bridged");
+            tracing::info!(target: "custom::target", "custom target");
+            let e: &(dyn std::error::Error + 'static) = &error;
+            tracing::info!(e, "error value");
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            events();
+            let sc = opentelemetry::trace::SpanContext::new(
+                opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+                    .unwrap(),
+                opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                true,
+                Default::default(),
+            );
+            let _cx = opentelemetry::Context::new()
+                .with_remote_span_context(sc)
+                .attach();
+            events();
+        });
+        let new = String::from_utf8(new.0.lock().unwrap().clone()).unwrap();
+        let reference = String::from_utf8(reference.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(new.lines().count(), 26);
+        assert!(new.contains("\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
+        for (n, r) in new.lines().zip(reference.lines()) {
+            assert_eq!(without_timestamp(n), without_timestamp(r));
+            let ts = serde_json::from_str::<Value>(n).unwrap()["timestamp"].clone();
+            time::OffsetDateTime::parse(ts.as_str().unwrap(), &Rfc3339).expect("RFC 3339");
+        }
+        assert_eq!(new.lines().count(), reference.lines().count());
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all: String = (0u8..=0x7f).map(char::from).collect();
+        all.push_str("é✓😀\u{2028}\u{fffd}");
+        for s in [all.as_str(), "", "plain", "\"", "\\", "a\u{0}b"] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
     }
 }

@@ -40,7 +40,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::method_label;
+use super::{method_label, status_str};
 use crate::metrics::HTTP_CLIENT_REQUEST_DURATION;
 
 /// A [`Layer`] producing [`ClientService`].
@@ -174,12 +174,8 @@ where
                 record_duration(
                     state.method,
                     state.server_address,
-                    code.to_string(),
-                    if failed {
-                        status.as_str().to_owned()
-                    } else {
-                        String::new()
-                    },
+                    status_str(status),
+                    if failed { status_str(status) } else { "" },
                     elapsed,
                 );
             }
@@ -190,13 +186,7 @@ where
                 state.span.in_scope(|| {
                     tracing::warn!(target: "telemetry::http", error = %error, error_type = class, "HTTP request failed before a response");
                 });
-                record_duration(
-                    state.method,
-                    state.server_address,
-                    String::new(),
-                    class.to_owned(),
-                    elapsed,
-                );
+                record_duration(state.method, state.server_address, "", class, elapsed);
             }
         }
         Poll::Ready(result)
@@ -208,17 +198,17 @@ where
 fn record_duration(
     method: &'static str,
     server_address: String,
-    status: String,
-    error_type: String,
+    status: &'static str,
+    error_type: &'static str,
     seconds: f64,
 ) {
-    let labels = [
+    let labels = vec![
         metrics::Label::from_static_parts("http_request_method", method),
         metrics::Label::new("server_address", server_address),
-        metrics::Label::new("http_response_status_code", status),
-        metrics::Label::new("error_type", error_type),
+        metrics::Label::from_static_parts("http_response_status_code", status),
+        metrics::Label::from_static_parts("error_type", error_type),
     ];
-    metrics::histogram!(HTTP_CLIENT_REQUEST_DURATION, labels.iter()).record(seconds);
+    metrics::histogram!(HTTP_CLIENT_REQUEST_DURATION, labels).record(seconds);
 }
 
 /// A low-cardinality `error.type` for a transport error: the kind of the innermost

@@ -64,6 +64,29 @@ pub(crate) fn method_for_span_name(label: &'static str) -> &'static str {
     if label == "_OTHER" { "HTTP" } else { label }
 }
 
+/// The three digits of every status code, built at compile time, so that a status code label
+/// or attribute is a `&'static str` and costs no allocation per request.
+static STATUS_DIGITS: [[u8; 3]; 1000] = {
+    let mut table = [[0u8; 3]; 1000];
+    let mut i = 0;
+    while i < 1000 {
+        table[i] = [
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+        ];
+        i += 1;
+    }
+    table
+};
+
+/// A status code as text (`"200"`), without allocating. (`StatusCode::as_str` borrows from
+/// the code, which a metric label cannot keep.)
+pub(crate) fn status_str(status: http::StatusCode) -> &'static str {
+    // `StatusCode` is always 100..=999.
+    std::str::from_utf8(&STATUS_DIGITS[usize::from(status.as_u16()) % 1000]).unwrap_or("")
+}
+
 /// `network.protocol.version` for a request's HTTP version.
 pub(crate) fn protocol_version(version: http::Version) -> &'static str {
     match version {
@@ -79,6 +102,14 @@ pub(crate) fn protocol_version(version: http::Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_codes_are_their_three_digits() {
+        for code in [100, 200, 202, 404, 429, 500, 503, 999] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_str(status), status.as_str());
+        }
+    }
 
     #[test]
     fn unknown_methods_are_reported_as_other() {

@@ -32,7 +32,8 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
-    UNMATCHED_ROUTE, X_REQUEST_ID, X_TRACE_ID, method_for_span_name, method_label, protocol_version,
+    UNMATCHED_ROUTE, X_REQUEST_ID, X_TRACE_ID, method_for_span_name, method_label,
+    protocol_version, status_str,
 };
 use crate::metrics::{HTTP_SERVER_ACTIVE_REQUESTS, HTTP_SERVER_REQUEST_DURATION};
 
@@ -137,7 +138,7 @@ where
         let trace_id = {
             let cx = span.context();
             let id = cx.span().span_context().trace_id();
-            (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+            (id != opentelemetry::trace::TraceId::INVALID).then(|| trace_id_header(id))
         };
 
         let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -206,7 +207,7 @@ struct State {
     start: Instant,
     method: &'static str,
     route: Cow<'static, str>,
-    trace_id: Option<String>,
+    trace_id: Option<HeaderValue>,
     request_id: HeaderValue,
     _active: ActiveRequest,
 }
@@ -229,42 +230,41 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _entered = this.state.as_ref().map(|s| s.span.enter());
-            match this.inner.poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r,
-            }
+        let Some(state) = this.state.as_mut() else {
+            return this.inner.poll(cx);
         };
-        let Some(state) = this.state.take() else {
-            return Poll::Ready(result);
+        // One enter for polling the handler and, once it is done, for finishing the span
+        // (entering costs the OpenTelemetry layer a context switch each time).
+        let entered = state.span.enter();
+        let result = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
         };
         let elapsed = state.start.elapsed().as_secs_f64();
-        let _entered = state.span.enter();
-        match result {
+        let route = std::mem::take(&mut state.route);
+        let result = match result {
             Ok(mut response) => {
                 let status = response.status();
                 let code = status.as_u16();
                 state
                     .span
                     .record("http.response.status_code", i64::from(code));
-                let error_type = status.is_server_error().then(|| status.as_str().to_owned());
-                if let Some(et) = &error_type {
+                let status_text = status_str(status);
+                let error_type = status.is_server_error().then_some(status_text);
+                if let Some(et) = error_type {
                     state.span.record("otel.status_code", "ERROR");
-                    state.span.record("error.type", et.as_str());
+                    state.span.record("error.type", et);
                 }
                 let headers = response.headers_mut();
                 headers.insert(X_REQUEST_ID.clone(), state.request_id.clone());
-                if let Some(id) = &state.trace_id
-                    && let Ok(v) = HeaderValue::try_from(id.as_str())
-                {
-                    headers.insert(X_TRACE_ID.clone(), v);
+                if let Some(id) = state.trace_id.take() {
+                    headers.insert(X_TRACE_ID.clone(), id);
                 }
                 record_duration(
                     state.method,
-                    state.route,
-                    code.to_string(),
-                    error_type.clone().unwrap_or_default(),
+                    route,
+                    status_text,
+                    error_type.unwrap_or_default(),
                     elapsed,
                 );
                 if error_type.is_some() {
@@ -282,23 +282,32 @@ where
                         "request completed"
                     );
                 }
-                Poll::Ready(Ok(response))
+                Ok(response)
             }
             Err(e) => {
                 state.span.record("otel.status_code", "ERROR");
                 state.span.record("error.type", "_OTHER");
-                record_duration(
-                    state.method,
-                    state.route,
-                    String::new(),
-                    "_OTHER".to_owned(),
-                    elapsed,
-                );
+                record_duration(state.method, route, "", "_OTHER", elapsed);
                 tracing::error!(target: "telemetry::http", duration_s = elapsed, "request failed in the service stack");
-                Poll::Ready(Err(e))
+                Err(e)
             }
-        }
+        };
+        drop(entered);
+        // Ends the span (after leaving it) and the active-request count.
+        *this.state = None;
+        Poll::Ready(result)
     }
+}
+
+/// The `x-trace-id` value: the trace id as 32 lowercase hex digits.
+fn trace_id_header(id: opentelemetry::trace::TraceId) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (i, b) in id.to_bytes().iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
 }
 
 /// Records `http_server_request_duration_seconds`. Every series carries the same four labels
@@ -307,17 +316,18 @@ where
 fn record_duration(
     method: &'static str,
     route: Cow<'static, str>,
-    status: String,
-    error_type: String,
+    status: &'static str,
+    error_type: &'static str,
     seconds: f64,
 ) {
-    let labels = [
+    // Moved into the key, not cloned: the route is the only label that may own a string.
+    let labels = vec![
         metrics::Label::from_static_parts("http_request_method", method),
         metrics::Label::new("http_route", route),
-        metrics::Label::new("http_response_status_code", status),
-        metrics::Label::new("error_type", error_type),
+        metrics::Label::from_static_parts("http_response_status_code", status),
+        metrics::Label::from_static_parts("error_type", error_type),
     ];
-    metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, labels.iter()).record(seconds);
+    metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, labels).record(seconds);
 }
 
 #[cfg(test)]
@@ -331,6 +341,13 @@ mod tests {
         assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_host("::1"), ("::1", None));
         assert_eq!(split_host(""), ("", None));
+    }
+
+    #[test]
+    fn the_trace_id_header_is_the_lowercase_hex_id() {
+        let id =
+            opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        assert_eq!(trace_id_header(id), id.to_string().as_str());
     }
 
     #[test]
