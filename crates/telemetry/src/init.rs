@@ -168,10 +168,13 @@ where
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                // Busy/idle time and thread ids cost work on every span and are not
-                // semantic-convention attributes.
+                // Busy/idle time, thread ids, source locations (`code.*`) and the `tracing`
+                // target cost work on every span, and again on export (a third of a server
+                // span's attributes), and are not semantic-convention attributes of these spans.
                 .with_tracked_inactivity(false)
                 .with_threads(false)
+                .with_location(false)
+                .with_target(false)
                 .with_filter(span_filter)
                 .boxed(),
         );
