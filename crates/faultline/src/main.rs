@@ -8,6 +8,7 @@
 //!
 //! Usage errors exit with status 2 (clap), runtime errors with status 1 and one clear line.
 
+mod drill;
 mod fault;
 mod load;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Inject, list and clear faults (latency, errors, slow queries, stalls, …).
     Fault(fault::FaultArgs),
+    /// Practise: start a blind incident drill, find the cause, answer, get graded.
+    Drill(drill::DrillArgs),
 }
 
 /// Parses durations such as `30s`, `5m`, `1h30m`, `250ms`.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Fault(args) => fault::run(args).await,
+            Command::Drill(args) => drill::run(args).await,
         }
     });
     // Do not wait for stray blocking tasks (e.g. a stdin reader) at exit.
