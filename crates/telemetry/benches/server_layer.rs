@@ -12,9 +12,10 @@
 //! - `instrumented_propagator_only`: as above, plus the global propagator set to
 //!   `default_propagator()`, so `traceparent` is really parsed.
 //! - `instrumented_full`: plus a global `tracing_subscriber::registry()` with
-//!   `tracing_opentelemetry::layer()` (configured as `telemetry::init` does: no inactivity or
-//!   thread tracking, `info` filter) feeding an `SdkTracerProvider` with the SDK's thread-based
-//!   `BatchSpanProcessor` and an exporter that discards the spans, and the Prometheus recorder
+//!   `tracing_opentelemetry::layer()` (configured as `telemetry::init` does: no inactivity,
+//!   thread, location or target attributes, `info` filter) feeding an `SdkTracerProvider` with
+//!   the SDK's thread-based `BatchSpanProcessor` and an exporter that discards the spans, and
+//!   the Prometheus recorder
 //!   from `telemetry::metrics::local_recorder()` installed as the global `metrics` recorder.
 //!
 //! The globals can only be installed once, so the cases run in that order, each installing
@@ -141,6 +142,8 @@ fn install_full_pipeline() -> FullPipeline {
                 .with_tracer(tracer)
                 .with_tracked_inactivity(false)
                 .with_threads(false)
+                .with_location(false)
+                .with_target(false)
                 .with_filter(EnvFilter::new("info")),
         )
         .try_init()
