@@ -29,6 +29,7 @@ N1=${N1:-500}
 N2=${N2:-1500}
 RATE=${RATE:-100}
 WORK_ITERATIONS=${WORK_ITERATIONS:-1000}  # GET /work: kept small, it is the same in both modes
+SERVER_ARGS=${SERVER_ARGS:-}                # e.g. --no-request-log
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 APP_PORT=${APP_PORT:-18080}
@@ -68,7 +69,7 @@ run() {
         OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
         taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$BIN/overhead-server" serve --mode "$mode" --listen "127.0.0.1:$APP_PORT" \
-        --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
+        --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" $SERVER_ARGS \
         >"$OUT/$mode-$n.log" 2>"$OUT/$mode-$n.valgrind" &
     local pid=$!
     PIDS+=("$pid")
@@ -99,7 +100,7 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo "### Instructions per request (callgrind)"
     echo
     echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead || echo ', telemetry/overhead modified')):"
-    echo "GET /$ROUTE, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)}, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
     echo
     echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
     echo "|---|---|---|---|"
