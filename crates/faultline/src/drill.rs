@@ -1232,21 +1232,31 @@ fn describe_spec(spec: &FaultSpec) -> String {
     )
 }
 
+/// The evidence as a path: dashboards first, then traces, then logs (the cause's before the
+/// distractor's).
 fn print_evidence(s: &Scenario, with_distractors: bool) {
     println!("\nThe path through the telemetry:");
-    let mut n = 0;
-    for e in s
+    let mut path: Vec<&Evidence> = s
         .evidence
         .iter()
         .filter(|e| with_distractors || e.about == About::Cause)
-    {
-        n += 1;
+        .collect();
+    let rank = |e: &Evidence| {
+        let signal = match e.signal {
+            Signal::Metric => 0,
+            Signal::Trace => 1,
+            Signal::Log => 2,
+        };
+        (e.about == About::Distractor, signal)
+    };
+    path.sort_by_key(|e| rank(e));
+    for (i, e) in path.iter().enumerate() {
         let tag = if e.about == About::Distractor {
             " (the distractor)"
         } else {
             ""
         };
-        println!("  {n}. {}{tag}: {}", e.signal, e.location);
+        println!("  {}. {}{tag}: {}", i + 1, e.signal, e.location);
         println!("     {}", e.shows);
     }
 }
@@ -1408,6 +1418,9 @@ async fn start(
     print_brief(&scenario, now);
     println!(
         "\nThe services need traffic: `faultline up` sends some; more with `faultline load --rps 20 --duration 5m`."
+    );
+    println!(
+        "Without Grafana and Jaeger (native run): each service's /metrics (127.0.0.1:9080-9082) and its JSON logs in .faultline/logs/ hold the same signals."
     );
     println!("\nThen:");
     println!("  faultline drill hint                       the next hint (counted)");
