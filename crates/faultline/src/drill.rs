@@ -1151,7 +1151,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let hint = state.scenario.hints[state.hints_used].clone();
+            let hint = state.scenario.hints[state.hints_used]
+                .replace("{start}", &hh_mm_utc(state.started_at));
             state.hints_used += 1;
             save_state(&dir, &state)?;
             println!("Hint {} of {total}: {hint}", state.hints_used);

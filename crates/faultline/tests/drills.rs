@@ -742,6 +742,18 @@ async fn symptom_test(id: &str) {
         report.join("\n")
     );
 
+    // Every hint, in order, with its start time filled in; then no more.
+    let hints = scenario["hints"].as_array().unwrap().len();
+    for n in 1..=hints {
+        let hint = lab
+            .cli(&["drill", "hint"])
+            .await
+            .ok()
+            .says(&format!("Hint {n} of {hints}:"));
+        assert!(!hint.stdout.contains("{start}"), "{hint}");
+    }
+    lab.cli(&["drill", "hint"]).await.ok().says("No more hints");
+
     // A wrong cause (same service), then the right answer.
     let wrong_cause = if answer_cause == "slow_query" {
         "memory_leak"
