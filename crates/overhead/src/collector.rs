@@ -4,9 +4,13 @@
 //! every request in full), counts the spans and log records, and keeps nothing, so its memory
 //! stays flat for any length of run — unlike `fake-collector`, which stores everything for tests
 //! to query. The counts are served as JSON on a separate HTTP port (`GET /stats`).
+//!
+//! Optionally ([`SpanDump`]) it also appends one JSON line per span (ids, parent, service,
+//! name, kind, start, end, status) to a file, for [`crate::hops`] to break traces down per hop.
 
-use std::sync::Arc;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::routing::get;
@@ -52,8 +56,74 @@ impl Counts {
     }
 }
 
+/// Appends every received span to a file as one JSON object per line:
+/// `{"trace_id","span_id","parent_span_id","service","name","kind","start_ns","end_ns","error"}`
+/// (ids in lowercase hex, `parent_span_id` empty for a root, `kind` as OTLP names it:
+/// `server`, `client`, `producer`, `consumer`, `internal`).
+pub struct SpanDump(Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl SpanDump {
+    /// Creates (truncates) `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self(Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path)?,
+        ))))
+    }
+
+    fn write(&self, request: &ExportTraceServiceRequest) {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for resource in &request.resource_spans {
+            let service = resource
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                        s.clone()
+                    }
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                let line = serde_json::json!({
+                    "trace_id": hex(&span.trace_id),
+                    "span_id": hex(&span.span_id),
+                    "parent_span_id": hex(&span.parent_span_id),
+                    "service": service,
+                    "name": span.name,
+                    "kind": kind_name(span.kind),
+                    "start_ns": span.start_time_unix_nano,
+                    "end_ns": span.end_time_unix_nano,
+                    "error": span.status.as_ref().is_some_and(|s| s.code == 2),
+                });
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
 #[derive(Clone)]
-struct Receiver(Arc<Counts>);
+struct Receiver(Arc<Counts>, Option<Arc<SpanDump>>);
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -70,6 +140,9 @@ impl TraceService for Receiver {
             .sum();
         self.0.spans.fetch_add(spans as u64, Ordering::Relaxed);
         self.0.trace_requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(dump) = &self.1 {
+            dump.write(request.get_ref());
+        }
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -97,7 +170,8 @@ impl LogsService for Receiver {
     }
 }
 
-/// Serves OTLP/gRPC on `grpc` and `GET /stats` on `stats` until `stop` resolves.
+/// Serves OTLP/gRPC on `grpc` and `GET /stats` on `stats` until `stop` resolves; with `dump`,
+/// also writes every span to it.
 ///
 /// # Errors
 /// When a server fails.
@@ -105,6 +179,7 @@ pub async fn serve(
     grpc: TcpListener,
     stats: TcpListener,
     counts: Arc<Counts>,
+    dump: Option<SpanDump>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -116,7 +191,7 @@ pub async fn serve(
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
 
-    let receiver = Receiver(counts.clone());
+    let receiver = Receiver(counts.clone(), dump.map(Arc::new));
     let grpc_server = tonic::transport::Server::builder()
         .add_service(
             TraceServiceServer::new(receiver.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),

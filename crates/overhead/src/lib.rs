@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::routing::get;
 
 pub mod collector;
+pub mod hops;
 pub mod load;
 
 /// The `traceparent` every benchmark request carries (a caller that is already tracing, as the

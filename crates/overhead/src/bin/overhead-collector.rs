@@ -6,14 +6,15 @@
 //! curl -s http://127.0.0.1:14318/stats   # {"spans":…,"logs":…,"trace_requests":…,"log_requests":…}
 //! ```
 //!
-//! Runs until SIGTERM or SIGINT, then prints the final counts on stdout.
+//! Runs until SIGTERM or SIGINT, then prints the final counts on stdout. With
+//! `--spans-out FILE` it also writes every span as a JSON line, for `overhead-hops`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use overhead::collector::{Counts, serve};
+use overhead::collector::{Counts, SpanDump, serve};
 
 #[derive(Parser)]
 #[command(about = "A counting OTLP/gRPC receiver for bench/overhead.sh")]
@@ -24,6 +25,9 @@ struct Cli {
     /// HTTP address of GET /stats.
     #[arg(long, default_value = "127.0.0.1:14318")]
     stats: SocketAddr,
+    /// Also write every span to this file, one JSON object per line.
+    #[arg(long)]
+    spans_out: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -41,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
         stats.local_addr()?,
         std::process::id()
     );
+    let dump = match &cli.spans_out {
+        Some(path) => Some(
+            SpanDump::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => None,
+    };
     let counts = Arc::new(Counts::default());
     let stop = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -50,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    serve(grpc, stats, counts.clone(), stop).await?;
+    serve(grpc, stats, counts.clone(), dump, stop).await?;
     println!("{}", counts.to_json());
     Ok(())
 }
