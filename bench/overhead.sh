@@ -271,6 +271,7 @@ for round in $(seq "$ROUNDS"); do
                 record lat "$mode" "$route" "$round" "$k" "$(jq -r ".$k" "$f")"
             done
             record lat "$mode" "$route" "$round" failed "$(jq -r '.errors + .non_2xx + .unfinished' "$f")"
+            record lat "$mode" "$route" "$round" client_cpu_s_per_10k "$(jq -r 'if (.ok + .non_2xx) > 0 then .client_cpu_s / (.ok + .non_2xx) * 10000 else 0 end' "$f")"
             record lat "$mode" "$route" "$round" cpu_s_per_10k "$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.4f", c / hz / n * 10000}')"
         done
         finish_server lat "$mode" "$round" "$total" "$spans_before"
@@ -389,6 +390,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         echo "| CPU s per 10,000 requests (at ${RATE[$route]}/s) | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
         b=$(med sat bare "$route" cpu_s_per_10k); i=$(med sat instrumented "$route" cpu_s_per_10k)
         echo "| CPU s per 10,000 requests (saturated) | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
+        b=$(med lat bare "$route" client_cpu_s_per_10k); i=$(med lat instrumented "$route" client_cpu_s_per_10k)
+        echo "| load client's CPU s per 10,000 requests (at ${RATE[$route]}/s) | $(fmt "$b" 3) | $(fmt "$i" 3) | | client busy ≈ $(awk -v c="$b" -v r="${RATE[$route]}" 'BEGIN {printf "%.0f", c * r / 100}') % of its core |"
         echo
     done
     b=$(med sat bare all peak_rss_kb); i=$(med sat instrumented all peak_rss_kb)

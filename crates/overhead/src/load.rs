@@ -3,15 +3,20 @@
 //!
 //! A closed-loop tool such as `wrk` sends the next request only when a connection is free, so a
 //! stalled server also stalls the tool and the stall hides in its statistics ("coordinated
-//! omission"). Here a dispatcher thread releases request *k* at `start + k / rate` whatever
-//! happened before; `connections` keep-alive connections take released requests in order; each
-//! request's latency runs from the moment it was *due* to the end of its response body, so time
-//! spent waiting for a free connection counts. The dispatcher sleeps (with a 1 ns timer slack)
-//! rather than spins, which leaves the core to whatever else shares it (the OTLP receiver in
-//! `bench/overhead.sh`).
+//! omission"). Here request *k* is released at `start + k / rate` whatever happened before;
+//! `connections` keep-alive connections take released requests in order; each request's latency
+//! runs from the moment it was *due* to the end of its response body, so time spent waiting for
+//! a free connection counts.
+//!
+//! Everything runs on one thread (a current-thread tokio runtime): the releases are paced by a
+//! `timerfd` registered with the runtime (microsecond precision, unlike tokio's millisecond
+//! timer wheel), so releasing a request costs no thread hand-off and the client sleeps, rather
+//! than spins, between requests — it leaves the core to whatever else shares it (the OTLP
+//! receiver in `bench/overhead.sh`).
 //!
 //! The first `warmup` of the schedule runs but is not recorded. After the schedule ends, the
-//! requests still queued are finished (within `drain_timeout`) and recorded.
+//! requests still queued are finished and recorded until `drain_timeout`; those left are
+//! reported as `unfinished`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +85,9 @@ pub struct Report {
     pub max_us: f64,
     /// Mean.
     pub mean_us: f64,
+    /// CPU time (user + system) this client process used during the run, seconds: with the
+    /// request count, shows whether the client had room to keep the schedule.
+    pub client_cpu_s: f64,
 }
 
 impl Report {
@@ -100,6 +108,7 @@ impl Report {
             "p999_us": self.p999_us,
             "max_us": self.max_us,
             "mean_us": self.mean_us,
+            "client_cpu_s": self.client_cpu_s,
         })
     }
 }
@@ -149,6 +158,7 @@ async fn connection_loop(
     config: Arc<LoadConfig>,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
     window: (Instant, Instant),
+    deadline: Instant,
 ) -> ConnStats {
     let mut stats = ConnStats {
         latencies_ns: histogram(),
@@ -165,12 +175,20 @@ async fn connection_loop(
                 None => break,
             }
         };
+        if Instant::now() >= deadline {
+            break; // counted as unfinished
+        }
         let recorded = due >= window.0 && due < window.1;
         if sender.is_none() {
             sender = connect(config.addr).await.ok();
         }
         let outcome = match sender.as_mut() {
-            Some(s) => send(s, &config).await.ok(),
+            Some(s) => {
+                match tokio::time::timeout_at(deadline.into(), send(s, &config)).await {
+                    Ok(result) => result.ok(),
+                    Err(_) => break, // still waiting at the deadline: unfinished
+                }
+            }
             None => None,
         };
         let latency = due.elapsed();
@@ -197,20 +215,103 @@ async fn connection_loop(
     stats
 }
 
+/// Ticks every `interval` from `first` with microsecond precision: a periodic `timerfd`
+/// registered with the runtime's reactor (tokio's own timer has millisecond granularity). One
+/// wake-up per tick, no re-arming; ticks missed while the thread was busy are simply caught up.
 #[cfg(target_os = "linux")]
-fn precise_sleeps() {
-    // The default 50 µs timer slack would release requests late and in bursts.
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and affects this thread only.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+struct Pacer {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+#[cfg(target_os = "linux")]
+impl Pacer {
+    fn new(first: Instant, interval: Duration) -> std::io::Result<Self> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        let spec = |d: Duration| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: timerfd_create has no memory arguments; a valid descriptor is owned here.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let timer = libc::itimerspec {
+            it_interval: spec(interval.max(Duration::from_micros(1))),
+            // A zero value would disarm the timer.
+            it_value: spec(
+                first
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1)),
+            ),
+        };
+        // SAFETY: valid descriptor, valid `itimerspec`, no old value requested.
+        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &timer, std::ptr::null_mut()) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, which keeps it open and
+        // unchanged for its whole life.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(Self { fd })
+    }
+
+    /// Waits for the next tick (returns at once if ticks elapsed since the last call).
+    async fn tick(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into an 8-byte buffer.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    expirations.as_mut_ptr().cast(),
+                    expirations.len(),
+                )
+            };
+            if n == 8 {
+                // The read took every expiration: the next tick needs a new readiness event
+                // (clearing now saves a read that would only say "not yet").
+                ready.clear_ready();
+                return Ok(());
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(error);
+            }
+            ready.clear_ready();
+        }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn precise_sleeps() {}
+struct Pacer(tokio::time::Interval);
 
-/// Runs `config` on the current tokio runtime (a current-thread runtime is enough and is what
-/// `overhead-load` uses) and reports.
+#[cfg(not(target_os = "linux"))]
+impl Pacer {
+    fn new(first: Instant, interval: Duration) -> std::io::Result<Self> {
+        let mut i = tokio::time::interval_at(first.into(), interval);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Ok(Self(i))
+    }
+    async fn tick(&mut self) -> std::io::Result<()> {
+        self.0.tick().await;
+        Ok(())
+    }
+}
+
+/// Runs `config` on the current tokio runtime (a current-thread runtime is what `overhead-load`
+/// uses: the whole client on one thread) and reports.
 ///
 /// # Errors
 /// When no connection can be opened at the start.
@@ -227,6 +328,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", config.addr))?,
     );
 
+    let cpu_before = process_cpu_seconds();
     let config = Arc::new(config);
     let (tx, rx) = mpsc::unbounded_channel::<Instant>();
     let jobs = Arc::new(Mutex::new(rx));
@@ -236,56 +338,58 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         start + config.warmup,
         start + config.warmup + config.duration,
     );
+    let deadline = window.1 + config.drain_timeout;
     let tasks: Vec<_> = (0..config.connections)
-        .map(|_| tokio::spawn(connection_loop(config.clone(), jobs.clone(), window)))
+        .map(|_| {
+            tokio::spawn(connection_loop(
+                config.clone(),
+                jobs.clone(),
+                window,
+                deadline,
+            ))
+        })
         .collect();
 
-    let rate = config.rate;
-    let end = window.1;
-    let dispatcher = std::thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || {
-            precise_sleeps();
-            let mut scheduled_in_window = 0u64;
-            for k in 0u64.. {
-                let due = start + Duration::from_secs_f64(k as f64 / rate);
-                if due >= end {
-                    break;
-                }
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if due >= window.0 {
-                    scheduled_in_window += 1;
-                }
-                if tx.send(due).is_err() {
-                    break;
-                }
+    // Request k is due at start + k × interval (whole nanoseconds, so that the due times and
+    // the timer's ticks coincide).
+    let interval = Duration::from_nanos((1e9 / config.rate).round().max(1.0) as u64);
+    let rate = 1e9 / interval.as_nanos() as f64;
+    let due = |k: u64| start + interval * u32::try_from(k).unwrap_or(u32::MAX);
+    let mut pacer = Pacer::new(start, interval)?;
+    let mut scheduled = 0u64;
+    let mut k = 0u64;
+    'schedule: loop {
+        pacer.tick().await?;
+        let now = Instant::now();
+        while due(k) <= now {
+            let when = due(k);
+            if when >= window.1 {
+                break 'schedule;
             }
-            scheduled_in_window
-        })?;
-    let scheduled = tokio::task::spawn_blocking(move || dispatcher.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the dispatcher thread panicked"))?;
+            if when >= window.0 {
+                scheduled += 1;
+            }
+            if tx.send(when).is_err() {
+                break 'schedule;
+            }
+            k += 1;
+        }
+    }
+    drop(tx);
 
     let mut latencies = histogram();
     let (mut ok, mut non_2xx, mut errors) = (0, 0, 0);
-    let drained = tokio::time::timeout(config.drain_timeout, async {
-        let mut all = Vec::new();
-        for t in tasks {
-            all.push(t.await);
-        }
-        all
-    })
-    .await;
-    if let Ok(results) = drained {
-        for stats in results.into_iter().flatten() {
-            latencies.add(&stats.latencies_ns)?;
-            ok += stats.ok;
-            non_2xx += stats.non_2xx;
-            errors += stats.errors;
-        }
+    for task in tasks {
+        // Every loop stops by the deadline; the margin covers a connect in progress.
+        let Ok(Ok(stats)) =
+            tokio::time::timeout_at((deadline + Duration::from_secs(5)).into(), task).await
+        else {
+            continue;
+        };
+        latencies.add(&stats.latencies_ns)?;
+        ok += stats.ok;
+        non_2xx += stats.non_2xx;
+        errors += stats.errors;
     }
     let answered = ok + non_2xx;
     let us = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
@@ -305,7 +409,20 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         p999_us: us(0.999),
         max_us: latencies.max() as f64 / 1000.0,
         mean_us: latencies.mean() / 1000.0,
+        client_cpu_s: process_cpu_seconds() - cpu_before,
     })
+}
+
+/// User + system CPU seconds of this process so far.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 #[cfg(test)]
@@ -368,5 +485,38 @@ mod tests {
         .unwrap();
         assert_eq!(report.ok, 0);
         assert_eq!(report.non_2xx, 50, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn requests_a_hung_server_never_answers_are_unfinished_not_lost() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket); // accepted, never answered
+            }
+        });
+        let started = Instant::now();
+        let report = run(LoadConfig {
+            addr,
+            authority: addr.to_string(),
+            path: "/".into(),
+            headers: vec![],
+            rate: 100.0,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            connections: 2,
+            drain_timeout: Duration::from_millis(300),
+        })
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by the drain timeout"
+        );
+        assert_eq!(report.scheduled, 30, "{report:?}");
+        assert_eq!(report.unfinished, 30, "{report:?}");
+        assert_eq!(report.ok + report.non_2xx, 0);
     }
 }
