@@ -250,6 +250,9 @@ for route in $ROUTES; do
     RATE[$route]=$(awk -v r="$bare" -v f="$LOAD_FRACTION" 'BEGIN {printf "%d", r * f}')
     log "50 % load on /$route: ${RATE[$route]} requests/s (bare saturated median $bare)"
 done
+# The outage runs load the instrumented server at half of *its own* capacity: half of bare's
+# may be more than it can serve at all on a trivial route.
+OUTAGE_RATE=$(awk -v r="$(med sat instrumented trivial rps)" -v f="$LOAD_FRACTION" 'BEGIN {printf "%d", r * f}')
 
 # ---------------------------------------------------------------- 2. latency at 50 % load
 for round in $(seq "$ROUNDS"); do
@@ -282,7 +285,7 @@ done
 OUTAGE_ROUTE=trivial
 # outage_run TAG ENDPOINT
 outage_run() {
-    local tag=$1 endpoint=$2 rate=${RATE[$OUTAGE_ROUTE]}
+    local tag=$1 endpoint=$2 rate=$OUTAGE_RATE
     log "outage: $tag, $OUTAGE_DURATION s at $rate requests/s on /$OUTAGE_ROUTE, OTLP to $endpoint"
     start_server instrumented "$tag" "$endpoint"
     load_run "$rate" "$WARMUP" 0 "$OUTAGE_ROUTE" "$RAW/$tag.warmup.json"
@@ -329,24 +332,54 @@ fi
 stop "$COLLECTOR_PID"
 
 # ---------------------------------------------------------------- 4. faultline up
-UP_ROWS=""
+UP_ROWS="" UP_HOW=""
+rss_row() { # name pid
+    local rss hwm
+    rss=$(awk -v k="$(status_kb "$2" VmRSS)" 'BEGIN {print k / 1024}')
+    hwm=$(awk -v k="$(status_kb "$2" VmHWM)" 'BEGIN {print k / 1024}')
+    UP_ROWS+="| $1 | $(fmt "$rss" 1) MB | $(fmt "$hwm" 1) MB | $(verdict "$rss" "<=" 40) |"$'\n'
+}
 if [ "$SKIP_UP" = 0 ]; then
     if ! [ -x "$BIN/faultline" ]; then
         log "skipping faultline up: $BIN/faultline is missing"
-    elif ! port_free 8080 || ! port_free 8081 || ! port_free 8082; then
-        log "skipping faultline up: ports 8080-8082 are in use"
-    else
+    elif port_free 8080 && port_free 8081 && port_free 8082 && port_free 9080 && port_free 9081 && port_free 9082; then
         log "faultline up for $UP_DURATION s (default load, 5 requests/s)"
+        UP_HOW="\`target/release/faultline up\` (its default load: 5 requests/s, the default mix)"
         "$BIN/faultline" up --dir "$RAW/faultline-up" </dev/null >"$RAW/faultline-up.out" 2>&1 &
         UP_PID=$!
         PIDS+=("$UP_PID")
         sleep "$UP_DURATION"
         for child in $(pgrep -P "$UP_PID" || true); do
             name=$(tr '\0' ' ' <"/proc/$child/cmdline" | awk '{for (i = 1; i < NF; i++) if ($i == "serve") print $(i + 1)}')
-            [ -n "$name" ] || continue
-            UP_ROWS+="| $name | $(fmt "$(awk -v k="$(status_kb "$child" VmRSS)" 'BEGIN {print k / 1024}')" 1) MB | $(fmt "$(awk -v k="$(status_kb "$child" VmHWM)" 'BEGIN {print k / 1024}')" 1) MB | $(verdict "$(awk -v k="$(status_kb "$child" VmRSS)" 'BEGIN {print k / 1024}')" "<=" 40) |"$'\n'
+            [ -n "$name" ] && rss_row "$name" "$child"
         done
         stop "$UP_PID"
+    else
+        # Another `faultline up` holds the contract ports: run what `up` runs — the three
+        # `faultline serve` processes on SQLite files and `faultline load` at 5 requests/s — on
+        # other ports.
+        base=${UP_BASE_PORT:-28080}
+        log "ports 8080-8082/9080-9082 are in use: the three services on $base-$((base + 2)) and \`faultline load --rps 5\` for $UP_DURATION s"
+        UP_HOW="The three \`faultline serve\` processes as \`faultline up\` starts them (SQLite files, embedded queue) on ports $base-$((base + 2)), because another \`faultline up\` held 8080-8082, and \`faultline load --rps 5\` (the load \`up\` drives)"
+        d=$RAW/faultline-serve
+        mkdir -p "$d"
+        declare -A SVC_PID
+        for svc in orders fulfillment gateway; do
+            case $svc in orders) n=1 ;; fulfillment) n=2 ;; gateway) n=0 ;; esac
+            env DATABASE_URL="sqlite://$d/$svc.db" QUEUE_URL="sqlite://$d/queue.db" \
+                LISTEN_ADDR="127.0.0.1:$((base + n))" ADMIN_LISTEN_ADDR="127.0.0.1:$((base + 1000 + n))" \
+                ORDERS_URL="http://127.0.0.1:$((base + 1))" FULFILLMENT_URL="http://127.0.0.1:$((base + 2))" \
+                "$BIN/faultline" serve "$svc" </dev/null >"$d/$svc.log" 2>&1 &
+            SVC_PID[$svc]=$!
+            PIDS+=("${SVC_PID[$svc]}")
+            wait_http "http://127.0.0.1:$((base + 1000 + n))/healthz" || die "faultline serve $svc did not start: $(tail -3 "$d/$svc.log")"
+        done
+        "$BIN/faultline" load --target "http://127.0.0.1:$base" --rps 5 --duration "${UP_DURATION}s" \
+            >"$d/load.out" 2>&1 || log "faultline load: $(tail -2 "$d/load.out")"
+        for svc in gateway orders fulfillment; do
+            rss_row "$svc" "${SVC_PID[$svc]}"
+        done
+        for svc in gateway fulfillment orders; do stop "${SVC_PID[$svc]}"; done
     fi
 fi
 
@@ -380,6 +413,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         echo "| saturated requests/s (wrk) | $(fmt "$b") | $(fmt "$i") | $r | ≥ $t_sat $(verdict "$r" ">=" "$t_sat") |"
         b=$(med sat bare "$route" server_cpu_busy); i=$(med sat instrumented "$route" server_cpu_busy)
         echo "| server core busy while saturated | $(fmt "$b" 2) | $(fmt "$i" 2) | | ≈ 1.00 (else wrk was the limit) |"
+        b=$(med lat bare "$route" cpu_s_per_10k); i=$(med lat instrumented "$route" cpu_s_per_10k)
+        echo "| server core busy at ${RATE[$route]}/s | $(awk -v c="$b" -v r="${RATE[$route]}" 'BEGIN {printf "%.2f", c * r / 10000}') | $(awk -v c="$i" -v r="${RATE[$route]}" 'BEGIN {printf "%.2f", c * r / 10000}') | | ≈ 1.00: at or beyond that server's capacity |"
         b=$(med lat bare "$route" p50_us); i=$(med lat instrumented "$route" p50_us); r=$(ratio "$i" "$b")
         echo "| p50 at ${RATE[$route]}/s, open loop | $(fmt "$b") µs | $(fmt "$i") µs | $r | ≤ 1.05 $(verdict "$r" "<=" 1.05) |"
         b=$(med lat bare "$route" p99_us); i=$(med lat instrumented "$route" p99_us); r=$(ratio "$i" "$b")
@@ -413,7 +448,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     if [ "$SKIP_OUTAGE" = 0 ]; then
         echo "### Collector outage"
         echo
-        echo "Instrumented, GET /$OUTAGE_ROUTE at ${RATE[$OUTAGE_ROUTE]} requests/s (50 %) for $OUTAGE_DURATION s, then saturated for $SAT_DURATION s;"
+        echo "Instrumented, GET /$OUTAGE_ROUTE at $OUTAGE_RATE requests/s (50 % of the instrumented server's saturated rate) for $OUTAGE_DURATION s, then saturated for $SAT_DURATION s;"
         echo "first with the OTLP receiver up, then with nothing listening on the OTLP endpoint."
         echo
         u0=$(head -1 "$RAW/outage-down.rss.tsv" | cut -f2); u1=$(tail -1 "$RAW/outage-down.rss.tsv" | cut -f2)
@@ -458,7 +493,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     if [ -n "$UP_ROWS" ]; then
         echo "### Services under \`faultline up\` (default load, 5 requests/s)"
         echo
-        echo "\`target/release/faultline up\` for $UP_DURATION s (not pinned; OTLP to its default endpoint):"
+        echo "$UP_HOW for $UP_DURATION s (not pinned; OTLP to the default endpoint):"
         echo
         echo "| service | RSS at the end | peak RSS | target ≤ 40 MB |"
         echo "|---|---|---|---|"
