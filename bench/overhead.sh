@@ -477,12 +477,20 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         jq -r 'select(.target == "telemetry::export") | [(.timestamp | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601), .signal, (.suppressed_failures // 0)] | @tsv' \
             "$RAW/outage-down.other-log-lines.jsonl" >"$errs" 2>/dev/null || true
         n_err=$(wc -l <"$errs")
-        window=$(sort -n "$errs" | awk '{t[NR] = $1} END {m = 0; for (i = 1; i <= NR; i++) {c = 0; for (j = i; j <= NR && t[j] < t[i] + 10; j++) c++; if (c > m) m = c}; print m}')
+        # Most lines in any 10 s window: per signal, and all signals together.
+        max_in_10s() { sort -n | awk '{t[NR] = $1} END {m = 0; for (i = 1; i <= NR; i++) {c = 0; for (j = i; j <= NR && t[j] < t[i] + 10; j++) c++; if (c > m) m = c}; print m}'; }
+        window=$(cut -f1 "$errs" | max_in_10s)
+        per_signal_window=0
+        for sig in $(cut -f2 "$errs" | sort -u); do
+            w=$(awk -F'\t' -v s="$sig" '$2 == s {print $1}' "$errs" | max_in_10s)
+            [ "$w" -gt "$per_signal_window" ] && per_signal_window=$w
+        done
         per_signal=$(cut -f2 "$errs" | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')
         others=$(jq -r 'select(.target != "telemetry::export") | .level' "$RAW/outage-down.other-log-lines.jsonl" 2>/dev/null | grep -cv INFO || true)
         run_s=$((OUTAGE_DURATION + 2 * WARMUP + SAT_DURATION))
         echo "Export-error log lines while the collector was down (~$run_s s of load): $n_err ($per_signal);"
-        echo "at most $window in any 10 s window (target: at most one per 10 s per signal, i.e. ≤ 2 with traces and logs both failing: $(verdict "$window" "<=" 2))."
+        echo "at most $per_signal_window per signal in any 10 s window ($(verdict "$per_signal_window" "<=" 1) for one line per 10 s per signal; the crate reports traces and logs separately),"
+        echo "$window for all signals together ($(verdict "$window" "<=" 1) for one line per 10 s in all)."
         echo "Other WARN/ERROR lines: $others. SDK counters at the end (\`/metrics\`):"
         echo
         echo '```text'
