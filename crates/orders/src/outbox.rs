@@ -18,12 +18,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chaos::{FaultKind, Faults, Hit};
-use opentelemetry::trace::TraceContextExt as _;
+use chaos::{FaultKind, Faults};
 use queue::{Queue, QueueConfig, QueueError};
 use servicekit::server::CancellationToken;
 use tokio::sync::{Notify, OnceCell};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::store::{OUTBOX_BATCH, OUTBOX_PENDING, Store};
 
@@ -135,14 +133,13 @@ impl Publisher for QueueLink {
     ) -> Result<(), String> {
         let queue = self.queue().await?;
         if let Some(hit) = self.faults.roll(FaultKind::QueuePublishFailure, |_| true) {
-            return Err(refused(
-                queue.system(),
-                subject,
-                message_id,
-                payload,
-                headers,
-                &hit,
-            ));
+            let refusal = refusal(queue.system(), subject, message_id);
+            return queue
+                .publish_refused(subject, message_id, payload, headers, refusal, || {
+                    hit.acted()
+                })
+                .await
+                .map_err(|e| e.to_string());
         }
         queue
             .publish(subject, message_id, payload, headers)
@@ -151,22 +148,13 @@ impl Publisher for QueueLink {
     }
 }
 
-/// `queue.publish_failure`: the broker refuses the message. What [`Queue::publish`] records
-/// for a real refusal is recorded here, the same way: a PRODUCER span `publish {subject}` in the
-/// trace of the row's context, ending with status Error, `error.type` and the broker's
-/// message, and `messaging_client_sent_messages_total` with that `error_type`. Nothing is
-/// stored; the error is returned for the relay to handle like any failed publish (the row stays
-/// in the outbox, the attempt is counted, the relay warns and backs off).
-fn refused(
-    system: &'static str,
-    subject: &str,
-    message_id: &str,
-    payload: &[u8],
-    parent_headers: &BTreeMap<String, String>,
-    hit: &Hit,
-) -> String {
-    // What each backend answers when it will not take a message: SQLite's write lock held by
-    // another writer past the busy timeout; JetStream's storage limit.
+/// `queue.publish_failure`: the refusal the broker would give — SQLite's write lock held by
+/// another writer past the busy timeout; JetStream's storage limit. [`Queue::publish_refused`]
+/// records it exactly as a real refusal (an Error PRODUCER span in the row's trace,
+/// `messaging_client_sent_messages_total` with its `error_type`); the relay then handles it like
+/// any failed publish (the row stays in the outbox, the attempt is counted, it warns and backs
+/// off).
+fn refusal(system: &'static str, subject: &str, message_id: &str) -> QueueError {
     let (error_type, reason) = match system {
         "sqlite" => (
             "database_busy",
@@ -177,40 +165,12 @@ fn refused(
             "jetstream error: insufficient resources (code 503, error code 10023)",
         ),
     };
-    let error = QueueError::Publish {
+    QueueError::Publish {
         subject: subject.to_owned(),
         message_id: message_id.to_owned(),
         reason: reason.to_owned(),
         error_type,
-    };
-    let span = tracing::info_span!(
-        target: "queue",
-        "publish",
-        otel.name = %format_args!("publish {subject}"),
-        otel.kind = "producer",
-        messaging.system = system,
-        messaging.destination.name = subject,
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.message.id = message_id,
-        messaging.message.body.size = payload.len() as i64,
-        otel.status_code = "ERROR",
-        otel.status_description = %error,
-        error.type = error.error_type(),
-    );
-    let parent = telemetry::propagation::extract_map(parent_headers);
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
     }
-    span.in_scope(|| hit.acted());
-    metrics::counter!(
-        queue::SENT_MESSAGES,
-        "messaging_system" => system,
-        "messaging_destination_name" => subject.to_owned(),
-        "error_type" => error_type,
-    )
-    .increment(1);
-    error.to_string()
 }
 
 /// What one pass over the outbox did.

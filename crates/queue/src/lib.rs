@@ -546,6 +546,46 @@ impl Queue {
         payload: &[u8],
         parent_headers: &BTreeMap<String, String>,
     ) -> Result<(), QueueError> {
+        self.publish_or_refuse(subject, message_id, payload, parent_headers, None)
+            .await
+    }
+
+    /// For fault injection: a publish that the broker refuses with `refusal` (built as the
+    /// backend would build it, e.g. SQLite's "database is locked"). Nothing is stored, and the
+    /// telemetry is exactly that of a real refusal through [`publish`](Self::publish): the
+    /// PRODUCER span in the caller's trace, ending with status Error and the refusal's
+    /// `error.type`, and [`SENT_MESSAGES`] with that `error_type`. `within` runs inside the
+    /// PRODUCER span (to mark it, say).
+    ///
+    /// # Errors
+    /// Always: `refusal`.
+    pub async fn publish_refused(
+        &self,
+        subject: &str,
+        message_id: &str,
+        payload: &[u8],
+        parent_headers: &BTreeMap<String, String>,
+        refusal: QueueError,
+        within: impl FnOnce() + Send,
+    ) -> Result<(), QueueError> {
+        self.publish_or_refuse(
+            subject,
+            message_id,
+            payload,
+            parent_headers,
+            Some((refusal, Box::new(within))),
+        )
+        .await
+    }
+
+    async fn publish_or_refuse(
+        &self,
+        subject: &str,
+        message_id: &str,
+        payload: &[u8],
+        parent_headers: &BTreeMap<String, String>,
+        refusal: Option<(QueueError, Box<dyn FnOnce() + Send + '_>)>,
+    ) -> Result<(), QueueError> {
         let system = self.system();
         let name = format!("publish {subject}");
         let span = tracing::info_span!(
@@ -576,6 +616,10 @@ impl Queue {
         };
 
         let result = async {
+            if let Some((refusal, within)) = refusal {
+                within();
+                return Err(refusal);
+            }
             if let Err(reason) = validate_subject(subject) {
                 return Err(QueueError::InvalidConfig(format!(
                     "cannot publish to subject {subject:?}: {reason}"
