@@ -295,9 +295,7 @@ impl Visit for JsonVisitor<'_> {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, Kind::String, |b| {
-            b.push(b'"');
-            let _ = fmt::write(&mut JsonEscaper(b), format_args!("{value:?}"));
-            b.push(b'"');
+            write_json_display(b, &format_args!("{value:?}"))
         });
     }
 }
@@ -307,18 +305,15 @@ fn write_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
     let _ = std::io::Write::write_fmt(out, format_args!("{value}"));
 }
 
-/// `value`'s `Display` as a JSON string.
+/// `value`'s `Display` as a JSON string, escaped by `serde_json` as it is formatted (no
+/// intermediate `String`).
 fn write_json_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
-    out.push(b'"');
-    let _ = fmt::write(&mut JsonEscaper(out), format_args!("{value}"));
-    out.push(b'"');
+    let _ = serde::Serializer::collect_str(&mut serde_json::Serializer::new(out), value);
 }
 
-/// `s` as a JSON string: quoted and escaped.
+/// `s` as a JSON string: quoted and escaped by `serde_json`.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    escape_json(out, s);
-    out.push(b'"');
+    let _ = serde::Serializer::serialize_str(&mut serde_json::Serializer::new(out), s);
 }
 
 /// Bytes as lowercase hex in a JSON string (trace and span ids).
@@ -330,53 +325,6 @@ fn write_hex_str(out: &mut Vec<u8>, bytes: &[u8]) {
         out.push(HEX[usize::from(b & 0xf)]);
     }
     out.push(b'"');
-}
-
-/// Escapes `s` for the inside of a JSON string exactly as `serde_json` does: `"`, `\` and the
-/// control characters below U+0020 (`\b \t \n \f \r` in short form, the others as `\u00XX`);
-/// everything else, non-ASCII included, as it is.
-fn escape_json(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if short.is_empty() {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(short);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// A `fmt::Write` that escapes what is written into a JSON string's inside.
-struct JsonEscaper<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for JsonEscaper<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_json(self.0, s);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
