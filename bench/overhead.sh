@@ -489,8 +489,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         others=$(jq -r 'select(.target != "telemetry::export") | .level' "$RAW/outage-down.other-log-lines.jsonl" 2>/dev/null | grep -cv INFO || true)
         run_s=$((OUTAGE_DURATION + 2 * WARMUP + SAT_DURATION))
         echo "Export-error log lines while the collector was down (~$run_s s of load): $n_err ($per_signal);"
-        echo "at most $per_signal_window per signal in any 10 s window ($(verdict "$per_signal_window" "<=" 1) for one line per 10 s per signal; the crate reports traces and logs separately),"
-        echo "$window for all signals together ($(verdict "$window" "<=" 1) for one line per 10 s in all)."
+        echo "at most $window in any 10 s window for all signals together ($(verdict "$window" "<=" 1) for one line per 10 s; traces and logs share one budget), $per_signal_window for the busiest signal alone."
         echo "Other WARN/ERROR lines: $others. SDK counters at the end (\`/metrics\`):"
         echo
         echo '```text'

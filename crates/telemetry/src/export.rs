@@ -37,9 +37,17 @@ use crate::metrics::{
 pub const EXPORT_LOG_TARGET: &str = "telemetry::export";
 
 /// Reports export failures at most once per interval, counting the ones it held back.
-#[derive(Debug)]
+///
+/// Reporters made with [`for_signal`](Self::for_signal) share one budget: a process whose
+/// collector is gone writes one line per interval in all, not one per signal.
+#[derive(Clone, Debug)]
 pub struct ErrorReporter {
     signal: &'static str,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct Gate {
     interval: Duration,
     last: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
@@ -50,35 +58,48 @@ impl ErrorReporter {
     pub fn new(signal: &'static str, interval: Duration) -> Self {
         Self {
             signal,
-            interval,
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
+            gate: Arc::new(Gate {
+                interval,
+                last: Mutex::new(None),
+                suppressed: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// Records one failed export of `items` items; logs a warning unless one was logged less
-    /// than `interval` ago. Returns whether a line was written.
+    /// A reporter for another `signal` that shares this one's budget (its interval, its last
+    /// line and its count of failures held back).
+    pub fn for_signal(&self, signal: &'static str) -> Self {
+        Self {
+            signal,
+            gate: self.gate.clone(),
+        }
+    }
+
+    /// Records one failed export of `items` items; logs a warning unless one was logged (for
+    /// any signal sharing the budget) less than `interval` ago. Returns whether a line was
+    /// written.
     pub fn report(&self, error: &OTelSdkError, items: usize) -> bool {
+        let gate = &self.gate;
         let now = Instant::now();
         {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = gate.last.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(t) = *last
-                && now.duration_since(t) < self.interval
+                && now.duration_since(t) < gate.interval
             {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                gate.suppressed.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             *last = Some(now);
         }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        let suppressed = gate.suppressed.swap(0, Ordering::Relaxed);
         tracing::warn!(
             target: EXPORT_LOG_TARGET,
             signal = self.signal,
             error = %error,
             items,
             suppressed_failures = suppressed,
-            report_interval_s = self.interval.as_secs_f64(),
-            "OTLP export failed; is the collector reachable? Further failures are reported at most once per interval"
+            report_interval_s = gate.interval.as_secs_f64(),
+            "OTLP export failed; is the collector reachable? Further failures (of any signal) are reported at most once per interval"
         );
         true
     }
@@ -213,6 +234,13 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
             reporter: ErrorReporter::new("traces", report_interval),
         }
     }
+
+    /// Reports failures through `reporter` (e.g. one sharing its budget with the log
+    /// exporter's) instead of its own.
+    pub fn with_reporter(mut self, reporter: ErrorReporter) -> Self {
+        self.reporter = reporter;
+        self
+    }
 }
 
 impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
@@ -272,6 +300,13 @@ impl<E: LogExporter> ObservedLogExporter<E> {
             reporter: ErrorReporter::new("logs", report_interval),
         }
     }
+
+    /// Reports failures through `reporter` (e.g. one sharing its budget with the span
+    /// exporter's) instead of its own.
+    pub fn with_reporter(mut self, reporter: ErrorReporter) -> Self {
+        self.reporter = reporter;
+        self
+    }
 }
 
 impl<E: LogExporter> LogExporter for ObservedLogExporter<E> {
@@ -308,7 +343,7 @@ mod tests {
         let err = OTelSdkError::InternalFailure("connection refused".into());
         let written: usize = (0..500).filter(|_| reporter.report(&err, 1)).count();
         assert_eq!(written, 1);
-        assert_eq!(reporter.suppressed.load(Ordering::Relaxed), 499);
+        assert_eq!(reporter.gate.suppressed.load(Ordering::Relaxed), 499);
     }
 
     #[test]
@@ -319,6 +354,25 @@ mod tests {
         assert!(!reporter.report(&err, 1));
         std::thread::sleep(Duration::from_millis(30));
         assert!(reporter.report(&err, 1));
-        assert_eq!(reporter.suppressed.load(Ordering::Relaxed), 0);
+        assert_eq!(reporter.gate.suppressed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn signals_sharing_a_budget_write_one_line_per_interval_in_all() {
+        let traces = ErrorReporter::new("traces", Duration::from_secs(3600));
+        let logs = traces.for_signal("logs");
+        let err = OTelSdkError::InternalFailure("connection refused".into());
+        assert!(traces.report(&err, 5));
+        assert!(
+            !logs.report(&err, 3),
+            "the logs' failure waits for the next interval"
+        );
+        assert!(!traces.report(&err, 1));
+        assert_eq!(logs.gate.suppressed.load(Ordering::Relaxed), 2);
+        let alone = ErrorReporter::new("logs", Duration::from_secs(3600));
+        assert!(
+            alone.report(&err, 1),
+            "an unshared reporter has its own budget"
+        );
     }
 }

@@ -17,8 +17,8 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
 use crate::export::{
-    BoundedSpanProcessor, EXPORT_LOG_TARGET, ObservedLogExporter, ObservedSpanExporter,
-    PendingSpans,
+    BoundedSpanProcessor, EXPORT_LOG_TARGET, ErrorReporter, ObservedLogExporter,
+    ObservedSpanExporter, PendingSpans,
 };
 use crate::logging::{JsonFormat, NoSpanFields};
 use crate::metrics::{MetricsError, MetricsHandle};
@@ -134,9 +134,16 @@ where
     let (tracer_provider, logger_provider) = if config.sdk_disabled {
         (None, None)
     } else {
-        let tracer = tracer_provider(&config, resource.clone())?;
+        // One budget for export-failure lines: a missing collector is one problem, reported
+        // once per interval, not once per signal.
+        let reporter = ErrorReporter::new("traces", config.export_error_log_interval);
+        let tracer = tracer_provider(&config, resource.clone(), reporter.clone())?;
         let logger = if config.export_logs {
-            Some(logger_provider(&config, resource)?)
+            Some(logger_provider(
+                &config,
+                resource,
+                reporter.for_signal("logs"),
+            )?)
         } else {
             None
         };
@@ -273,6 +280,7 @@ fn exporter_error(config: &TelemetryConfig, e: impl std::fmt::Display) -> InitEr
 fn tracer_provider(
     config: &TelemetryConfig,
     resource: Resource,
+    reporter: ErrorReporter,
 ) -> Result<SdkTracerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
     let exporter = match config.otlp_protocol {
@@ -292,7 +300,8 @@ fn tracer_provider(
 
     let pending = PendingSpans::default();
     let observed =
-        ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval);
+        ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval)
+            .with_reporter(reporter);
     let batch_size = 512.min(config.max_queue_size);
     let batch = BatchSpanProcessor::builder(observed)
         .with_batch_config(
@@ -321,6 +330,7 @@ fn tracer_provider(
 fn logger_provider(
     config: &TelemetryConfig,
     resource: Resource,
+    reporter: ErrorReporter,
 ) -> Result<SdkLoggerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
     let exporter = match config.otlp_protocol {
@@ -337,7 +347,8 @@ fn logger_provider(
             .build(),
     }
     .map_err(|e| exporter_error(config, e))?;
-    let observed = ObservedLogExporter::new(exporter, config.export_error_log_interval);
+    let observed = ObservedLogExporter::new(exporter, config.export_error_log_interval)
+        .with_reporter(reporter);
     let processor = BatchLogProcessor::builder(observed)
         .with_batch_config(
             opentelemetry_sdk::logs::BatchConfigBuilder::default()

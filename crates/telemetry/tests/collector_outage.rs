@@ -93,10 +93,10 @@ async fn a_hung_collector_neither_slows_requests_nor_floods_the_logs() {
         .filter(|l| l["signal"] == "logs")
         .count();
     let allowed = (elapsed.as_secs_f64() / 2.0).ceil() as usize + 1;
-    assert!(traces >= 1, "the outage is reported");
+    assert!(traces + log_errors >= 1, "the outage is reported");
     assert!(
-        traces <= allowed && log_errors <= allowed,
-        "at most one report per 2 s interval per signal over {elapsed:?}: {traces} trace, {log_errors} log reports"
+        traces + log_errors <= allowed,
+        "at most one report per 2 s interval for all signals together over {elapsed:?}: {traces} trace, {log_errors} log reports"
     );
 
     let t = Instant::now();
