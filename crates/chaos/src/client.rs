@@ -59,6 +59,14 @@ impl OutboundLayer {
     }
 }
 
+/// The `host:port` of a base URL (`http://127.0.0.1:8081/` → `127.0.0.1:8081`; the scheme's
+/// port when none is written), as outbound faults match it; `None` for a URL without a host.
+pub fn authority(base_url: &str) -> Option<String> {
+    let uri = base_url.parse::<http::Uri>().ok()?;
+    let authority = uri.authority()?;
+    Some(authority_with_port(&uri, authority))
+}
+
 fn authority_with_port(uri: &http::Uri, authority: &http::uri::Authority) -> String {
     let port = authority
         .port_u16()

@@ -29,6 +29,10 @@ pub struct Faults {
 struct Inner {
     service: String,
     supported: Vec<FaultKind>,
+    /// The inbound routes (`METHOD /template`) a `route` may name; empty: not checked.
+    routes: Vec<String>,
+    /// The values a `target` may take, per kind; a kind absent here: not checked.
+    targets: Vec<(FaultKind, Vec<String>)>,
     entries: RwLock<Vec<Arc<Entry>>>,
     /// Number of entries (expired or not): the lock-free "nothing to do" check.
     count: AtomicUsize,
@@ -136,6 +140,8 @@ impl Faults {
             inner: Arc::new(Inner {
                 service: service.into(),
                 supported: supported.to_vec(),
+                routes: Vec::new(),
+                targets: Vec::new(),
                 entries: RwLock::new(Vec::new()),
                 count: AtomicUsize::new(0),
                 clock_skew_ms: AtomicI64::new(0),
@@ -143,6 +149,71 @@ impl Faults {
                 lock: Arc::new(crate::runtime::SharedLock::default()),
             }),
         }
+    }
+
+    /// Declares the service's inbound routes as `METHOD /template` (`GET /api/orders/{id}`), so
+    /// that a spec whose `route` matches none is refused (400) instead of never acting. Call
+    /// while building the registry, before it is cloned.
+    ///
+    /// # Panics
+    /// When the registry has already been cloned.
+    pub fn with_routes(mut self, routes: &[&str]) -> Self {
+        self.inner_mut().routes = routes.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
+
+    /// Declares what `target` may name for `kinds` (dependency names, tables, hops), so that
+    /// a spec with any other target is refused (400). Matching is case-insensitive. Call while
+    /// building the registry, before it is cloned.
+    ///
+    /// # Panics
+    /// When the registry has already been cloned.
+    pub fn with_targets(mut self, kinds: &[FaultKind], targets: &[&str]) -> Self {
+        let targets: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+        let inner = self.inner_mut();
+        for kind in kinds {
+            inner.targets.retain(|(k, _)| k != kind);
+            inner.targets.push((*kind, targets.clone()));
+        }
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("declare routes and targets before cloning Faults")
+    }
+
+    /// Validates `spec` for this service: [`FaultSpec::validate`], then its `route` against the
+    /// declared routes and its `target` against the declared targets.
+    ///
+    /// # Errors
+    /// A [`SpecError`] naming the problem and what would be accepted.
+    pub fn check(&self, spec: &FaultSpec) -> Result<ValidSpec, SpecError> {
+        let valid = spec.validate(&self.inner.service, &self.inner.supported)?;
+        let service = &self.inner.service;
+        if let Some(route) = &valid.route
+            && !self.inner.routes.is_empty()
+            && !self
+                .inner
+                .routes
+                .iter()
+                .any(|declared| route_names(route, declared))
+        {
+            return Err(SpecError(format!(
+                "{service} has no route {route:?}; its routes: {} (a template alone matches every method)",
+                self.inner.routes.join(", ")
+            )));
+        }
+        if let Some(target) = &valid.target
+            && let Some((_, allowed)) = self.inner.targets.iter().find(|(k, _)| *k == valid.kind)
+            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(target))
+        {
+            return Err(SpecError(format!(
+                "{} in {service} cannot target {target:?}; it can target: {}",
+                valid.kind,
+                allowed.join(", ")
+            )));
+        }
+        Ok(valid)
     }
 
     /// The service this registry belongs to.
@@ -160,7 +231,7 @@ impl Faults {
     /// # Errors
     /// The [`SpecError`] of [`FaultSpec::validate`]; nothing changes then.
     pub fn set(&self, spec: &FaultSpec) -> Result<Fault, SpecError> {
-        let spec = spec.validate(&self.inner.service, &self.inner.supported)?;
+        let spec = self.check(spec)?;
         let ttl = Duration::from_secs(spec.ttl_seconds);
         let now = OffsetDateTime::now_utc();
         let entry = Arc::new(Entry {
@@ -418,6 +489,18 @@ fn stable_fraction(salt: &str, key: &str) -> f64 {
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Whether a spec's `route` (`/template` or `METHOD /template`) names the declared route
+/// `METHOD /template`.
+fn route_names(route: &str, declared: &str) -> bool {
+    let Some((method, template)) = declared.split_once(' ') else {
+        return route == declared;
+    };
+    match route.split_once(' ') {
+        Some((m, r)) => m.eq_ignore_ascii_case(method) && r == template,
+        None => route == template,
+    }
+}
+
 /// Whether a spec's `route` matches an inbound request: absent matches everything; otherwise
 /// the route template (`/api/orders/{id}`) or `METHOD template`, compared exactly
 /// (the method case-insensitively).
@@ -558,5 +641,42 @@ mod tests {
         v2.target = Some("Orders".into());
         assert!(target_matches(&v2, &["orders", "127.0.0.1:8081"]));
         assert!(!target_matches(&v2, &["fulfillment"]));
+    }
+
+    #[test]
+    fn routes_and_targets_are_checked_when_declared() {
+        let f = Faults::new("gateway", &FaultKind::ALL)
+            .with_routes(&["POST /api/orders", "GET /api/orders/{id}"])
+            .with_targets(
+                &[FaultKind::DependencyError, FaultKind::DependencyLatency],
+                &["orders", "fulfillment"],
+            );
+        for ok in [
+            r#"{"kind":"http.error","route":"POST /api/orders"}"#,
+            r#"{"kind":"http.error","route":"post /api/orders"}"#,
+            r#"{"kind":"http.error","route":"/api/orders/{id}"}"#,
+            r#"{"kind":"dependency.error","target":"Orders"}"#,
+            r#"{"kind":"telemetry.drop_context","target":"anything"}"#,
+        ] {
+            f.set(&spec(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, needle) in [
+            (
+                r#"{"kind":"http.error","route":"/api/nope"}"#,
+                "has no route",
+            ),
+            (
+                r#"{"kind":"http.error","route":"GET /api/orders"}"#,
+                "its routes: POST /api/orders",
+            ),
+            (
+                r#"{"kind":"dependency.error","target":"ordres"}"#,
+                "can target: orders, fulfillment",
+            ),
+        ] {
+            let e = f.set(&spec(bad)).unwrap_err();
+            assert!(e.0.contains(needle), "{bad}: {e}");
+        }
+        assert_eq!(f.list().len(), 5);
     }
 }

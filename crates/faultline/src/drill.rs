@@ -562,12 +562,13 @@ fn one_line(text: &str) -> String {
 // Lint: what makes a scenario acceptable
 // ---------------------------------------------------------------------------------------------
 
-/// The kinds each service runs.
-fn supported_kinds(service: Service) -> &'static [FaultKind] {
+/// Each service's fault registry with its default configuration: the kinds it runs, its
+/// routes, and the targets each kind may name (what the running service will accept).
+fn registry(service: Service) -> chaos::Faults {
     match service {
-        Service::Gateway => gateway::FAULT_KINDS,
-        Service::Orders => orders::FAULT_KINDS,
-        Service::Fulfillment => fulfillment::FAULT_KINDS,
+        Service::Gateway => gateway::Config::default().faults,
+        Service::Orders => orders::Config::defaults().faults,
+        Service::Fulfillment => fulfillment::fault_registry("http://127.0.0.1:8081"),
     }
 }
 
@@ -719,7 +720,7 @@ fn lint(scenarios: &[(String, Scenario)], repo: Option<&Path>) -> Vec<String> {
                 ));
                 continue;
             };
-            if let Err(e) = spec.validate(service, supported_kinds(svc)) {
+            if let Err(e) = registry(svc).check(spec) {
                 p(format!("[[{what}]] {kind} on {service}: {e}"));
             }
             if spec.reveal {
@@ -932,9 +933,21 @@ struct DrillState {
     /// Unix seconds of the first right answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     solved_at: Option<u64>,
+    /// Hints used and attempts made up to the first right answer: the grade. What is done
+    /// after solving (exploring, answering again) does not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    solved_with: Option<(usize, usize)>,
     revealed: bool,
     /// `(service, fault id)` of every fault the drill set.
     faults: Vec<(String, String)>,
+}
+
+impl DrillState {
+    /// Hints used and attempts made: up to the first right answer once solved, else so far.
+    fn grade(&self) -> (usize, usize) {
+        self.solved_with
+            .unwrap_or((self.hints_used, self.attempts.len()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -1063,7 +1076,7 @@ struct StartArgs {
     /// How long the faults last unless the drill is stopped first (e.g. 15m, 1h).
     #[arg(long = "for", default_value = "30m", value_parser = crate::parse_duration)]
     duration: Duration,
-    /// Start even if a drill is running (its faults are cleared first).
+    /// Start even if a drill is running or faults are set by hand (they are cleared first).
     #[arg(long)]
     force: bool,
 }
@@ -1173,6 +1186,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             let first_solve = right && state.solved_at.is_none() && !state.revealed;
             if first_solve {
                 state.solved_at = Some(now);
+                state.solved_with = Some((state.hints_used, state.attempts.len()));
             }
             save_state(&dir, &state)?;
             print_grade(
@@ -1364,6 +1378,22 @@ async fn start(
         }
         std::fs::remove_file(state_path(dir)).ok();
     }
+    // Faults set by hand would mix with the drill's (and look like part of it).
+    let mut others = 0;
+    for service in Service::ALL {
+        // An unreachable service fails below, when its fault is set.
+        others += api.list(service).await.map_or(0, |faults| faults.len());
+    }
+    if others > 0 {
+        if !args.force {
+            bail!(
+                "{others} fault(s) are already set (see `faultline fault list`) and would mix with the drill's; clear them with `faultline fault clear --all`, or pass --force to clear them now"
+            );
+        }
+        for service in Service::ALL {
+            api.clear_all(service).await?;
+        }
+    }
     let ttl = args.duration.as_secs().max(1);
     let mut set: Vec<(String, String)> = Vec::new();
     for spec in scenario.faults.iter().chain(&scenario.distractors) {
@@ -1395,6 +1425,7 @@ async fn start(
         hints_used: 0,
         attempts: Vec::new(),
         solved_at: None,
+        solved_with: None,
         revealed: false,
         faults: set.clone(),
     };
@@ -1491,11 +1522,10 @@ async fn stop(admin: &AdminArgs) -> anyhow::Result<ExitCode> {
                 None if state.revealed => "revealed".to_owned(),
                 None => "not solved".to_owned(),
             };
+            let (hints, attempts) = state.grade();
             println!(
-                "Drill stopped after {} ({solved}; {} hint(s), {} attempt(s)). Cleared {cleared} fault(s).",
+                "Drill stopped after {} ({solved}; {hints} hint(s), {attempts} attempt(s)). Cleared {cleared} fault(s).",
                 elapsed(state.started_at, now_unix()),
-                state.hints_used,
-                state.attempts.len()
             );
         }
         None => println!("No drill was running. Cleared {cleared} fault(s)."),
@@ -1547,11 +1577,10 @@ async fn status(admin: &AdminArgs) -> anyhow::Result<ExitCode> {
         None if state.revealed => "revealed".into(),
         None => "not solved yet".into(),
     };
+    let (hints, attempts) = state.grade();
     println!(
-        "\nHints used: {} of {}. Attempts: {} ({outcome}).",
-        state.hints_used,
+        "\nHints used: {hints} of {}. Attempts: {attempts} ({outcome}).",
         s.hints.len(),
-        state.attempts.len()
     );
     let api = AdminApi::new(admin);
     let mut active = 0;

@@ -107,10 +107,10 @@ struct SetArgs {
     target: Option<String>,
     /// Chance (0 < p ≤ 1) that the fault acts on one request, statement or message; for
     /// queue.poison, the fraction of poison messages.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_probability)]
     probability: Option<f64>,
-    /// How long the fault lasts (e.g. 90s, 5m; default 10m, at most 24h).
-    #[arg(long = "for", value_parser = crate::parse_duration)]
+    /// How long the fault lasts (e.g. 90s, 5m; default 10m, at least 1s, at most 24h).
+    #[arg(long = "for", value_parser = parse_lifetime)]
     duration: Option<Duration>,
     /// Teaching mode: mark the fault in the telemetry (span event, faultline_faults_active).
     #[arg(long)]
@@ -129,6 +129,28 @@ struct ClearArgs {
     /// Only this service.
     #[arg(long, value_enum)]
     service: Option<Service>,
+}
+
+/// A probability: a finite number above 0 and at most 1 (JSON cannot carry NaN or infinity,
+/// so they are refused here rather than silently becoming the default).
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Ok(p),
+        Ok(_) => Err("must be above 0 and at most 1 (e.g. 0.3)".to_owned()),
+        Err(e) => Err(format!("{e} (e.g. 0.3)")),
+    }
+}
+
+/// A fault's lifetime: whole seconds from 1 s to 24 h (no fault lives forever).
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let d = crate::parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > chaos::spec::MAX_TTL {
+        return Err("must be between 1s and 24h (e.g. 90s, 5m, 2h)".to_owned());
+    }
+    if d.subsec_nanos() != 0 {
+        return Err("must be whole seconds (e.g. 90s, 5m)".to_owned());
+    }
+    Ok(d)
 }
 
 fn parse_kind(s: &str) -> Result<FaultKind, String> {
@@ -305,7 +327,7 @@ pub fn describe_params(fault: &Value) -> String {
     if let Some(p) = fault["probability"].as_f64()
         && p < 1.0
     {
-        parts.push(format!("probability={p}"));
+        parts.push(format!("probability={p:?}"));
     }
     if fault["reveal"].as_bool() == Some(true) {
         parts.push("reveal".into());
@@ -368,7 +390,7 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
                 max_bytes: set.max_bytes,
                 connections: set.connections,
                 probability: set.probability,
-                ttl_seconds: set.duration.map(|d| d.as_secs_f64().ceil().max(1.0) as u64),
+                ttl_seconds: set.duration.map(|d| d.as_secs()),
                 reveal: set.reveal,
             };
             let fault = api.set(service, &spec).await?;
@@ -496,7 +518,7 @@ fn print_kinds() {
         (Service::Fulfillment, fulfillment::FAULT_KINDS),
     ];
     println!(
-        "{:<26} {:<32} {:<28} what it does",
+        "{:<26} {:<32} {:<38} what it does",
         "kind", "services", "parameters"
     );
     for kind in FaultKind::ALL {
@@ -517,7 +539,7 @@ fn print_kinds() {
             })
             .collect();
         println!(
-            "{:<26} {:<32} {:<28} {}",
+            "{:<26} {:<32} {:<38} {}",
             kind.name(),
             runs_in.join(","),
             params.join(" "),

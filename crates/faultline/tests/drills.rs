@@ -999,6 +999,15 @@ async fn the_drill_state_survives_the_cli_and_answers_are_graded() {
         .await
         .ok()
         .says("Attempts: 3 (solved after");
+    // Exploring after the right answer does not change the grade.
+    lab.cli(&["drill", "hint"]).await.ok().says("Hint 3 of 4:");
+    lab.cli(&["drill", "answer", "orders", "http_errors"])
+        .await
+        .ok();
+    lab.cli(&["drill", "status"])
+        .await
+        .ok()
+        .says("Hints used: 2 of 4. Attempts: 3 (solved after");
 
     // --force replaces the drill and its faults.
     lab.cli(&["drill", "start", "orders-never-fulfilled", "--force"])
@@ -1103,4 +1112,31 @@ async fn a_failed_start_leaves_nothing_behind() {
         .await
         .ok()
         .says("No drill is running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_set_by_hand_keep_a_drill_from_starting_unless_forced() {
+    let _permit = STACKS.acquire().await.unwrap();
+    let mut lab = Lab::start().await;
+    lab.cli(&["fault", "set", "gateway", "http.latency", "--ms", "5"])
+        .await
+        .ok();
+    let run = lab
+        .cli(&["drill", "start", "checkout-failing"])
+        .await
+        .exit(1);
+    assert!(run.stderr.contains("1 fault(s) are already set"), "{run}");
+    assert!(!lab.state.path().join("drill.json").exists());
+    lab.cli(&["drill", "start", "checkout-failing", "--force"])
+        .await
+        .ok();
+    let faults = lab.faults().await;
+    assert!(
+        faults
+            .iter()
+            .all(|(_, f)| f.iter().all(|f| f["kind"] != "http.latency")),
+        "the hand-set fault was cleared: {faults:?}"
+    );
+    lab.cli(&["drill", "stop"]).await.ok();
+    lab.stack.stop().await;
 }

@@ -215,8 +215,39 @@ async fn the_token_and_invalid_specs_are_enforced() {
             "bytes must be",
         ),
         (
-            &["fault", "set", "orders", "http.error", "--probability", "2"][..],
-            "probability",
+            &[
+                "fault",
+                "set",
+                "gateway",
+                "http.error",
+                "--route",
+                "/api/nope",
+            ][..],
+            "gateway has no route \"/api/nope\"",
+        ),
+        (
+            &[
+                "fault",
+                "set",
+                "gateway",
+                "dependency.error",
+                "--target",
+                "ordres",
+            ][..],
+            "cannot target \"ordres\"; it can target: orders, fulfillment",
+        ),
+        (
+            &[
+                "fault",
+                "set",
+                "orders",
+                "db.slow_query",
+                "--ms",
+                "5",
+                "--target",
+                "ordrs",
+            ][..],
+            "it can target: inventory, orders, outbox",
         ),
         (
             &["fault", "set", "orders", "http.error", "--ms", "5"][..],
@@ -233,6 +264,25 @@ async fn the_token_and_invalid_specs_are_enforced() {
         &["fault", "set", "orders", "db.slow"][..],
         &["fault", "set", "billing", "http.error"][..],
         &["fault", "clear"][..],
+        &["fault", "set", "orders", "http.error", "--probability", "2"][..],
+        &[
+            "fault",
+            "set",
+            "orders",
+            "http.error",
+            "--probability",
+            "NaN",
+        ][..],
+        &[
+            "fault",
+            "set",
+            "orders",
+            "http.error",
+            "--probability",
+            "inf",
+        ][..],
+        &["fault", "set", "orders", "http.error", "--for", "500ms"][..],
+        &["fault", "set", "orders", "http.error", "--for", "25h"][..],
     ] {
         let out = stack.cli(args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", text(&out));

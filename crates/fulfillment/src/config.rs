@@ -70,18 +70,19 @@ impl Config {
     /// [`EnvError`] naming the variable that is set to something unusable.
     pub fn from_env() -> Result<Config, EnvError> {
         let max_deliveries = env::positive_u32("FULFILLMENT_MAX_DELIVERIES", 5)?;
+        let orders_url = env::string("ORDERS_URL", "http://127.0.0.1:8081");
         Ok(Config {
+            faults: crate::fault_registry(&orders_url),
             listen_addr: env::socket_addr("LISTEN_ADDR", "127.0.0.1:8082")?,
             admin_listen_addr: env::socket_addr("ADMIN_LISTEN_ADDR", "127.0.0.1:9082")?,
             database_url: env::string("DATABASE_URL", "sqlite://.faultline/fulfillment.db"),
             queue_url: env::string("QUEUE_URL", "sqlite://.faultline/queue.db"),
-            orders_url: env::string("ORDERS_URL", "http://127.0.0.1:8081"),
+            orders_url,
             workers: usize::try_from(env::positive("FULFILLMENT_WORKERS", 8)?)
                 .unwrap_or(usize::MAX),
             orders_timeout: env::millis("FULFILLMENT_ORDERS_TIMEOUT_MS", Duration::from_secs(2))?,
             max_deliveries,
             ack_wait: env::millis("FULFILLMENT_ACK_WAIT_MS", Duration::from_secs(30))?,
-            faults: chaos::Faults::new("fulfillment", crate::FAULT_KINDS),
             admin_token: env::admin_token(),
         })
     }

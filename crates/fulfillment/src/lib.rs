@@ -79,6 +79,29 @@ pub const FAULT_KINDS: &[chaos::FaultKind] = &[
     chaos::FaultKind::TelemetryClockSkew,
 ];
 
+/// Fulfillment's inbound routes, as `METHOD /template` (what a fault's `route` may name).
+pub const ROUTES: &[&str] = &["GET /users/{id}/shipments"];
+
+/// An empty fault registry for fulfillment: [`FAULT_KINDS`], its [`ROUTES`], and the one
+/// outgoing hop the dependency faults and `telemetry.drop_context` may target — `orders`, by
+/// name or by the `host:port` of `orders_url`. A spec naming anything else is refused instead
+/// of never acting.
+pub fn fault_registry(orders_url: &str) -> chaos::Faults {
+    let mut targets = vec!["orders".to_owned()];
+    targets.extend(chaos::client::authority(orders_url));
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    chaos::Faults::new("fulfillment", FAULT_KINDS)
+        .with_routes(ROUTES)
+        .with_targets(
+            &[
+                chaos::FaultKind::DependencyLatency,
+                chaos::FaultKind::DependencyError,
+                chaos::FaultKind::TelemetryDropContext,
+            ],
+            &targets,
+        )
+}
+
 use database::Database;
 use fulfil::Fulfiller;
 use orders_client::OrdersClient;

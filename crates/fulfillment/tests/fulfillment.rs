@@ -262,7 +262,7 @@ async fn readiness_reports_the_queue_until_it_can_be_reached() {
         orders_timeout: Duration::from_secs(1),
         max_deliveries: 5,
         ack_wait: Duration::from_secs(5),
-        faults: chaos::Faults::new("fulfillment", fulfillment::FAULT_KINDS),
+        faults: fulfillment::fault_registry(&orders.url()),
         admin_token: None,
     };
     let shutdown = fulfillment::CancellationToken::new();

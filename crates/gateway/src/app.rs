@@ -118,3 +118,35 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(admission, admit))
         .layer(telemetry::http::ServerLayer::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// Every route in [`crate::ROUTES`] is a route the fault middleware sees by that name: a
+    /// fault set on it acts on a request to it (so the list cannot drift from the router).
+    #[tokio::test]
+    async fn every_declared_route_is_matched_by_route_faults() {
+        let config = Config::default();
+        let app = router(AppState::new(&config));
+        for route in crate::ROUTES {
+            let spec = serde_json::json!({"kind": "http.error", "status": 418, "route": route});
+            let fault = config
+                .faults
+                .set(&serde_json::from_value(spec).unwrap())
+                .unwrap();
+            let (method, template) = route.split_once(' ').unwrap();
+            let request = http::Request::builder()
+                .method(method)
+                .uri(template.replace("{id}", "x"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 418, "{route}");
+            config.faults.clear(&fault.id);
+        }
+    }
+}

@@ -28,6 +28,33 @@ pub const FAULT_KINDS: &[chaos::FaultKind] = &[
     chaos::FaultKind::TelemetryClockSkew,
 ];
 
+/// The gateway's inbound routes, as `METHOD /template` (what a fault's `route` may name).
+pub const ROUTES: &[&str] = &[
+    "POST /api/orders",
+    "GET /api/orders/{id}",
+    "GET /api/users/{id}/summary",
+];
+
+/// An empty fault registry for the gateway: [`FAULT_KINDS`], its [`ROUTES`], and the targets
+/// of its outgoing hops — `orders` and `fulfillment`, by name or by `host:port` of the given
+/// base URLs. A spec naming anything else is refused instead of never acting.
+pub fn fault_registry(orders_url: &str, fulfillment_url: &str) -> chaos::Faults {
+    let mut targets = vec!["orders".to_owned(), "fulfillment".to_owned()];
+    targets.extend(chaos::client::authority(orders_url));
+    targets.extend(chaos::client::authority(fulfillment_url));
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    chaos::Faults::new("gateway", FAULT_KINDS)
+        .with_routes(ROUTES)
+        .with_targets(
+            &[
+                chaos::FaultKind::DependencyLatency,
+                chaos::FaultKind::DependencyError,
+                chaos::FaultKind::TelemetryDropContext,
+            ],
+            &targets,
+        )
+}
+
 /// Everything [`crate::start`] needs.
 ///
 /// Two configs are equal when their settings are; [`faults`](Self::faults) is compared by
@@ -107,7 +134,7 @@ impl Default for Config {
             orders_timeout: Duration::from_secs(2),
             fulfillment_timeout: Duration::from_secs(1),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            faults: chaos::Faults::new("gateway", FAULT_KINDS),
+            faults: fault_registry("http://127.0.0.1:8081", "http://127.0.0.1:8082"),
             admin_token: None,
         }
     }
@@ -121,11 +148,14 @@ impl Config {
     pub fn from_env() -> Result<Config, EnvError> {
         let defaults = Config::default();
         let rate_limit_rps = env::positive_u32("GATEWAY_RATE_LIMIT_RPS", defaults.rate_limit_rps)?;
+        let orders_url = base_url("ORDERS_URL", &defaults.orders_url)?;
+        let fulfillment_url = base_url("FULFILLMENT_URL", &defaults.fulfillment_url)?;
         Ok(Config {
             listen_addr: env::socket_addr("LISTEN_ADDR", "127.0.0.1:8080")?,
             admin_listen_addr: env::socket_addr("ADMIN_LISTEN_ADDR", "127.0.0.1:9080")?,
-            orders_url: base_url("ORDERS_URL", &defaults.orders_url)?,
-            fulfillment_url: base_url("FULFILLMENT_URL", &defaults.fulfillment_url)?,
+            faults: fault_registry(&orders_url, &fulfillment_url),
+            orders_url,
+            fulfillment_url,
             rate_limit_rps,
             // One second's worth of requests by default, so that a steady rate just under the
             // limit is never refused because its requests happen to arrive in clumps.
@@ -146,7 +176,6 @@ impl Config {
                 "GATEWAY_MAX_BODY_BYTES",
                 env::positive("GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes as u64)?,
             )?,
-            faults: defaults.faults,
             admin_token: env::admin_token(),
         })
     }

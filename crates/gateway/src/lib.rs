@@ -60,7 +60,7 @@ use servicekit::server::{CancellationToken, Listeners};
 pub use app::{AppState, router};
 pub use config::{
     Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_RATE_LIMIT_RPS,
-    FAULT_KINDS,
+    FAULT_KINDS, ROUTES, fault_registry,
 };
 pub use servicekit::server::Running;
 

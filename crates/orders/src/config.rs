@@ -111,7 +111,7 @@ impl Config {
             locking: Locking::Optimistic,
             max_conflict_retries: 10,
             db_pool_size: 10,
-            faults: chaos::Faults::new("orders", crate::FAULT_KINDS),
+            faults: crate::fault_registry(),
             admin_token: None,
         }
     }

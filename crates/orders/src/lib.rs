@@ -75,6 +75,36 @@ pub const FAULT_KINDS: &[chaos::FaultKind] = &[
     chaos::FaultKind::TelemetryClockSkew,
 ];
 
+/// The orders service's inbound routes, as `METHOD /template` (what a fault's `route` may
+/// name).
+pub const ROUTES: &[&str] = &[
+    "POST /orders",
+    "GET /orders/{id}",
+    "PUT /orders/{id}/status",
+    "GET /users/{id}/orders",
+];
+
+/// An empty fault registry for orders: [`FAULT_KINDS`], its [`ROUTES`], and what each
+/// targeted kind may name — `db.slow_query` a table (`inventory`, `orders`, `outbox`),
+/// `db.lock_contention` a seeded SKU (`sku-1` … `sku-10`), `telemetry.drop_context` the queue
+/// hop (`queue` or `orders.placed`). A spec naming anything else is refused instead of never
+/// acting.
+pub fn fault_registry() -> chaos::Faults {
+    let skus: Vec<String> = (1..=10).map(|n| format!("sku-{n}")).collect();
+    let skus: Vec<&str> = skus.iter().map(String::as_str).collect();
+    chaos::Faults::new("orders", FAULT_KINDS)
+        .with_routes(ROUTES)
+        .with_targets(
+            &[chaos::FaultKind::DbSlowQuery],
+            &["inventory", "orders", "outbox"],
+        )
+        .with_targets(&[chaos::FaultKind::DbLockContention], &skus)
+        .with_targets(
+            &[chaos::FaultKind::TelemetryDropContext],
+            &["queue", order::ORDERS_PLACED],
+        )
+}
+
 /// Starts the orders service and returns once it is listening.
 ///
 /// In order: connects the database (creating the SQLite file and its directory if missing),

@@ -204,6 +204,7 @@ pub async fn start_service(options: Options) -> Service {
 pub async fn start_service_in(dir: TempDir, options: Options) -> Service {
     let queue_url = queue_url(&dir);
     let queue = queue_handle(&queue_url, options.ack_wait).await;
+    let faults = fulfillment::fault_registry(&options.orders_url);
     let config = Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
@@ -216,7 +217,7 @@ pub async fn start_service_in(dir: TempDir, options: Options) -> Service {
         orders_timeout: Duration::from_secs(1),
         max_deliveries: options.max_deliveries,
         ack_wait: options.ack_wait,
-        faults: chaos::Faults::new("fulfillment", fulfillment::FAULT_KINDS),
+        faults,
         admin_token: options.admin_token,
     };
     let shutdown = CancellationToken::new();
