@@ -118,6 +118,7 @@ where
                 start,
                 method,
                 server_address,
+                server_port,
             }),
         }
     }
@@ -128,6 +129,7 @@ struct State {
     start: Instant,
     method: &'static str,
     server_address: String,
+    server_port: Option<u16>,
 }
 
 pin_project! {
@@ -174,6 +176,7 @@ where
                 record_duration(
                     state.method,
                     state.server_address,
+                    state.server_port,
                     status_str(status),
                     if failed { status_str(status) } else { "" },
                     elapsed,
@@ -186,18 +189,28 @@ where
                 state.span.in_scope(|| {
                     tracing::warn!(target: "telemetry::http", error = %error, error_type = class, "HTTP request failed before a response");
                 });
-                record_duration(state.method, state.server_address, "", class, elapsed);
+                record_duration(
+                    state.method,
+                    state.server_address,
+                    state.server_port,
+                    "",
+                    class,
+                    elapsed,
+                );
             }
         }
         Poll::Ready(result)
     }
 }
 
-/// Records `http_client_request_duration_seconds` with the same four labels on every series
-/// (empty when they do not apply; Prometheus treats an empty label as absent).
+/// Records `http_client_request_duration_seconds` with the same five labels on every series
+/// (empty when they do not apply; Prometheus treats an empty label as absent). `server_port`
+/// is required by the semantic conventions, and it is what tells two services on one host
+/// apart.
 fn record_duration(
     method: &'static str,
     server_address: String,
+    server_port: Option<u16>,
     status: &'static str,
     error_type: &'static str,
     seconds: f64,
@@ -205,6 +218,10 @@ fn record_duration(
     let labels = vec![
         metrics::Label::from_static_parts("http_request_method", method),
         metrics::Label::new("server_address", server_address),
+        metrics::Label::new(
+            "server_port",
+            server_port.map(|p| p.to_string()).unwrap_or_default(),
+        ),
         metrics::Label::from_static_parts("http_response_status_code", status),
         metrics::Label::from_static_parts("error_type", error_type),
     ];
