@@ -117,7 +117,8 @@ impl Hit {
     pub fn acted(&self) {
         self.entry.occurrences.fetch_add(1, Ordering::Relaxed);
         if self.entry.spec.reveal {
-            tracing::info!(
+            // WARN: the level telemetry records as span events (and it is worth a look).
+            tracing::warn!(
                 fault.id = %self.entry.id,
                 fault.kind = %self.entry.spec.kind,
                 "faultline.fault"

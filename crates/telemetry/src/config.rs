@@ -99,6 +99,12 @@ pub struct TelemetryConfig {
     /// Install the global `metrics` recorder (Prometheus). Default `true`; turn off when the
     /// process already has a recorder.
     pub install_metrics_recorder: bool,
+    /// The least severe events that are also recorded as span events (every event is a log
+    /// line and an OTLP log record carrying the trace and span ids either way). Default
+    /// `WARN`: warnings and errors show inside their spans in a trace viewer; routine `info`
+    /// lines are not copied into every span (which costs on every request). `TRACE` records
+    /// them all.
+    pub span_event_level: tracing::Level,
     /// Applied to every sampled span before export (see [`SpanHook`](crate::export::SpanHook)).
     /// Default none.
     pub span_hook: Option<crate::export::SpanHook>,
@@ -128,6 +134,7 @@ impl TelemetryConfig {
             shutdown_timeout: Duration::from_secs(5),
             install_metrics_recorder: true,
             span_hook: None,
+            span_event_level: tracing::Level::WARN,
         }
     }
 

@@ -11,6 +11,7 @@ use opentelemetry_sdk::resource::{
     EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
 };
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -80,7 +81,10 @@ pub struct ShutdownError(String);
 ///
 /// - installs the global `tracing` subscriber: log lines to stdout ([`LogFormat`], filtered by
 ///   `RUST_LOG`), spans to OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and
-///   events to OTLP logs (minus the exporter's own transport);
+///   events to OTLP logs (minus the exporter's own transport); events at
+///   [`TelemetryConfig::span_event_level`] and above (default WARN) are also recorded as span
+///   events, so a trace viewer shows the warnings and errors inside their spans, while the
+///   routine `info` lines are not written a third time;
 /// - builds the OTLP span and log pipelines (batch export off the request path, bounded queue,
 ///   failures counted and logged at most once per interval; see [`crate::export`]);
 /// - sets the global propagator from `OTEL_PROPAGATORS` (strict W3C parsers, see
@@ -182,7 +186,7 @@ where
                 .with_threads(false)
                 .with_location(false)
                 .with_target(false)
-                .with_filter(span_filter)
+                .with_filter(span_filter.and(span_events(config.span_event_level)))
                 .boxed(),
         );
     }
@@ -275,6 +279,13 @@ fn exporter_error(config: &TelemetryConfig, e: impl std::fmt::Display) -> InitEr
         endpoint: config.resolved_otlp_endpoint(),
         reason: e.to_string(),
     }
+}
+
+/// Lets every span through, and the events at `level` or more severe (as span events).
+fn span_events(
+    level: tracing::Level,
+) -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(move |meta| meta.is_span() || *meta.level() <= level)
 }
 
 fn tracer_provider(
