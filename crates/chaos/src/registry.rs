@@ -179,6 +179,31 @@ impl Faults {
         self
     }
 
+    /// Declares the service's outgoing HTTP dependencies as `(name, base URL)`: the faults that
+    /// act on outgoing calls (`dependency.latency`, `dependency.error`,
+    /// `telemetry.drop_context`) may then target each by its name or by the `host:port` of its
+    /// URL, and nothing else. Call while building the registry, before it is cloned.
+    ///
+    /// # Panics
+    /// When the registry has already been cloned.
+    pub fn with_dependencies(self, dependencies: &[(&str, &str)]) -> Self {
+        let mut targets: Vec<String> = dependencies.iter().map(|(n, _)| (*n).to_owned()).collect();
+        targets.extend(
+            dependencies
+                .iter()
+                .filter_map(|(_, url)| crate::client::authority(url)),
+        );
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        self.with_targets(
+            &[
+                FaultKind::DependencyLatency,
+                FaultKind::DependencyError,
+                FaultKind::TelemetryDropContext,
+            ],
+            &targets,
+        )
+    }
+
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::get_mut(&mut self.inner).expect("declare routes and targets before cloning Faults")
     }

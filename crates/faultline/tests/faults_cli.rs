@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use fake_collector::FakeCollector;
+use fake_collector::{FakeCollector, Span};
 use servicekit::client::HttpClient;
 use support::start_stack;
 
@@ -41,6 +41,30 @@ async fn place_order(gateway: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// The gateway's and orders' SERVER spans of the one order placed since the collector was
+/// last cleared.
+async fn server_spans(collector: &FakeCollector) -> (Span, Span) {
+    let find = |spans: &[Span], service: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.service_name == service && s.name == name)
+            .cloned()
+    };
+    let spans = collector
+        .wait_for_spans(
+            |spans| {
+                find(spans, "gateway", "POST /api/orders").is_some()
+                    && find(spans, "orders", "POST /orders").is_some()
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    (
+        find(&spans, "gateway", "POST /api/orders").unwrap(),
+        find(&spans, "orders", "POST /orders").unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -319,27 +343,7 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
 
     let before = SystemTime::now();
     let order = place_order(&stack.gateway).await;
-    let spans = collector
-        .wait_for_spans(
-            |spans| {
-                spans
-                    .iter()
-                    .any(|s| s.service_name == "orders" && s.name == "POST /orders")
-                    && spans
-                        .iter()
-                        .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
-            },
-            Duration::from_secs(20),
-        )
-        .await;
-    let gateway = spans
-        .iter()
-        .find(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
-        .unwrap();
-    let orders = spans
-        .iter()
-        .find(|s| s.service_name == "orders" && s.name == "POST /orders")
-        .unwrap();
+    let (gateway, orders) = server_spans(&collector).await;
     assert_eq!(orders.trace_id, gateway.trace_id, "still one trace");
     let skew_ms = (gateway.start_unix_nanos as i128 - orders.start_unix_nanos as i128) / 1_000_000;
     assert!(
@@ -356,27 +360,7 @@ async fn clock_skew_shifts_one_services_spans_and_reveal_marks_it() {
     stack.cli(&["fault", "clear", "--all"]).await;
     collector.clear();
     place_order(&stack.gateway).await;
-    let spans = collector
-        .wait_for_spans(
-            |spans| {
-                spans
-                    .iter()
-                    .any(|s| s.service_name == "orders" && s.name == "POST /orders")
-                    && spans
-                        .iter()
-                        .any(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
-            },
-            Duration::from_secs(20),
-        )
-        .await;
-    let gateway = spans
-        .iter()
-        .find(|s| s.service_name == "gateway" && s.name == "POST /api/orders")
-        .unwrap();
-    let orders = spans
-        .iter()
-        .find(|s| s.service_name == "orders" && s.name == "POST /orders")
-        .unwrap();
+    let (gateway, orders) = server_spans(&collector).await;
     assert!(orders.start_unix_nanos >= gateway.start_unix_nanos);
 
     // Teaching mode: the gauge says which kind is active.

@@ -87,19 +87,9 @@ pub const ROUTES: &[&str] = &["GET /users/{id}/shipments"];
 /// name or by the `host:port` of `orders_url`. A spec naming anything else is refused instead
 /// of never acting.
 pub fn fault_registry(orders_url: &str) -> chaos::Faults {
-    let mut targets = vec!["orders".to_owned()];
-    targets.extend(chaos::client::authority(orders_url));
-    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
     chaos::Faults::new("fulfillment", FAULT_KINDS)
         .with_routes(ROUTES)
-        .with_targets(
-            &[
-                chaos::FaultKind::DependencyLatency,
-                chaos::FaultKind::DependencyError,
-                chaos::FaultKind::TelemetryDropContext,
-            ],
-            &targets,
-        )
+        .with_dependencies(&[("orders", orders_url)])
 }
 
 use database::Database;

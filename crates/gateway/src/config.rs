@@ -39,20 +39,9 @@ pub const ROUTES: &[&str] = &[
 /// of its outgoing hops — `orders` and `fulfillment`, by name or by `host:port` of the given
 /// base URLs. A spec naming anything else is refused instead of never acting.
 pub fn fault_registry(orders_url: &str, fulfillment_url: &str) -> chaos::Faults {
-    let mut targets = vec!["orders".to_owned(), "fulfillment".to_owned()];
-    targets.extend(chaos::client::authority(orders_url));
-    targets.extend(chaos::client::authority(fulfillment_url));
-    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
     chaos::Faults::new("gateway", FAULT_KINDS)
         .with_routes(ROUTES)
-        .with_targets(
-            &[
-                chaos::FaultKind::DependencyLatency,
-                chaos::FaultKind::DependencyError,
-                chaos::FaultKind::TelemetryDropContext,
-            ],
-            &targets,
-        )
+        .with_dependencies(&[("orders", orders_url), ("fulfillment", fulfillment_url)])
 }
 
 /// Everything [`crate::start`] needs.

@@ -17,10 +17,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::{Parser, Subcommand};
 use overhead::{AppConfig, Mode};
 
@@ -124,26 +120,8 @@ async fn serve(
         }
     };
     let metrics = guard.as_ref().and_then(|g| g.metrics().cloned());
-    let admin = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    match metrics {
-                        Some(m) => (
-                            [(header::CONTENT_TYPE, telemetry::MetricsHandle::CONTENT_TYPE)],
-                            m.render(),
-                        )
-                            .into_response(),
-                        None => {
-                            (StatusCode::NOT_FOUND, "bare: no metrics recorder\n").into_response()
-                        }
-                    }
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }));
+    // The services' admin routes: /metrics (404 when bare: no recorder), /healthz, /readyz.
+    let admin = servicekit::admin::admin_router(metrics, servicekit::admin::Readiness::new());
 
     let app_listener = tokio::net::TcpListener::bind(listen)
         .await
