@@ -99,10 +99,8 @@ fn problem(status: StatusCode) -> Response {
     if let Some(trace_id) = telemetry::current_trace_id() {
         body["trace_id"] = trace_id.into();
     }
-    tracing::error!(
-        http.response.status_code = status.as_u16(),
-        "request failed"
-    );
+    // A neutral target: the module path (`chaos::http`) would name the injector in the logs.
+    tracing::error!(target: "http", status_code = status.as_u16(), "request failed");
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
