@@ -92,6 +92,12 @@ pub struct TelemetryConfig {
     pub max_queue_size: usize,
     /// `OTEL_BSP_SCHEDULE_DELAY` (milliseconds): how often a batch is sent. Default 1 s.
     pub scheduled_delay: Duration,
+    /// `TELEMETRY_EXPORT_NICE` (0–19): how many steps nicer (lower CPU priority) than the
+    /// service the export threads run: the `otel-export` thread that drives the OTLP
+    /// connections and the SDK's batch-processor threads. Default 10, which leaves export
+    /// about a tenth of a core the service keeps busy; 0 gives export the service's priority.
+    /// See [`crate::export_thread`] for the trade-off. Linux only; elsewhere it does nothing.
+    pub export_nice: u8,
     /// How often, at most, a failing export is reported in the logs. Default 10 s.
     pub export_error_log_interval: Duration,
     /// The longest [`crate::TelemetryGuard::shutdown`] may spend flushing. Default 5 s.
@@ -130,6 +136,7 @@ impl TelemetryConfig {
             propagators: "tracecontext,baggage".to_owned(),
             max_queue_size: 2048,
             scheduled_delay: Duration::from_secs(1),
+            export_nice: 10,
             export_error_log_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             install_metrics_recorder: true,
@@ -210,6 +217,14 @@ impl TelemetryConfig {
         if let Some(v) = get("OTEL_BSP_SCHEDULE_DELAY") {
             self.scheduled_delay = millis("OTEL_BSP_SCHEDULE_DELAY", v)?;
         }
+        if let Some(v) = get("TELEMETRY_EXPORT_NICE") {
+            self.export_nice = v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= 19)
+                .ok_or_else(|| invalid("TELEMETRY_EXPORT_NICE", v, "an integer from 0 to 19"))?;
+        }
         Ok(self)
     }
 
@@ -260,6 +275,7 @@ mod tests {
         assert_eq!(c.otlp_protocol, OtlpProtocol::Grpc);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(!c.sdk_disabled);
+        assert_eq!(c.export_nice, 10);
     }
 
     #[test]
@@ -271,8 +287,10 @@ mod tests {
             ("LOG_FORMAT", "pretty"),
             ("OTEL_SDK_DISABLED", "TRUE"),
             ("RUST_LOG", "warn,orders=debug"),
+            ("TELEMETRY_EXPORT_NICE", "0"),
         ])
         .unwrap();
+        assert_eq!(c.export_nice, 0);
         assert_eq!(c.service_name, "other");
         assert_eq!(c.resolved_otlp_endpoint(), "http://localhost:4318");
         assert_eq!(c.export_timeout, Duration::from_millis(250));
@@ -290,6 +308,8 @@ mod tests {
             ("OTEL_SDK_DISABLED", "yes"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+            ("TELEMETRY_EXPORT_NICE", "20"),
+            ("TELEMETRY_EXPORT_NICE", "-5"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert_eq!(err.variable, k);

@@ -216,6 +216,7 @@ pub struct ObservedSpanExporter<E> {
     inner: E,
     pending: PendingSpans,
     reporter: ErrorReporter,
+    nice: u8,
 }
 
 impl<E> fmt::Debug for ObservedSpanExporter<E> {
@@ -232,7 +233,17 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
             inner,
             pending,
             reporter: ErrorReporter::new("traces", report_interval),
+            nice: 0,
         }
+    }
+
+    /// Lowers the priority of the thread that exports by `nice` steps, at its first export
+    /// (see [`crate::export_thread`]). Only for a processor with an export thread of its own,
+    /// such as the SDK's `BatchSpanProcessor`: with one that exports on the caller's thread it
+    /// would slow the caller down.
+    pub fn with_export_nice(mut self, nice: u8) -> Self {
+        self.nice = nice;
+        self
     }
 
     /// Reports failures through `reporter` (e.g. one sharing its budget with the log
@@ -245,6 +256,7 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
 
 impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        crate::export_thread::lower_this_export_thread_once(self.nice);
         let n = batch.len();
         // The spans have left the queue: they no longer count against its bound.
         let _ = self
@@ -283,6 +295,7 @@ impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
 pub struct ObservedLogExporter<E> {
     inner: E,
     reporter: ErrorReporter,
+    nice: u8,
 }
 
 impl<E> fmt::Debug for ObservedLogExporter<E> {
@@ -298,7 +311,14 @@ impl<E: LogExporter> ObservedLogExporter<E> {
         Self {
             inner,
             reporter: ErrorReporter::new("logs", report_interval),
+            nice: 0,
         }
+    }
+
+    /// As [`ObservedSpanExporter::with_export_nice`], for the SDK's `BatchLogProcessor`.
+    pub fn with_export_nice(mut self, nice: u8) -> Self {
+        self.nice = nice;
+        self
     }
 
     /// Reports failures through `reporter` (e.g. one sharing its budget with the span
@@ -311,6 +331,7 @@ impl<E: LogExporter> ObservedLogExporter<E> {
 
 impl<E: LogExporter> LogExporter for ObservedLogExporter<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        crate::export_thread::lower_this_export_thread_once(self.nice);
         let n = batch.iter().count();
         let result = self.inner.export(batch).await;
         match &result {

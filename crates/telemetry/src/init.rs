@@ -21,6 +21,7 @@ use crate::export::{
     BoundedSpanProcessor, EXPORT_LOG_TARGET, ErrorReporter, ObservedLogExporter,
     ObservedSpanExporter, PendingSpans,
 };
+use crate::export_thread::ExportRuntime;
 use crate::logging::{JsonFormat, NoSpanFields};
 use crate::metrics::{MetricsError, MetricsHandle};
 
@@ -91,9 +92,9 @@ pub struct ShutdownError(String);
 ///   [`crate::propagation`]);
 /// - installs the Prometheus `metrics` recorder (see [`crate::metrics`]).
 ///
-/// Call it once, early, **inside the tokio runtime** (the gRPC exporter registers its
-/// connection with the current runtime). Keep the returned guard alive for the life of the
-/// process and call [`TelemetryGuard::shutdown`] before exiting.
+/// Call it once, early (inside or outside a tokio runtime: the exporters run on a thread of
+/// their own, `otel-export`, at [`TelemetryConfig::export_nice`]). Keep the returned guard
+/// alive for the life of the process and call [`TelemetryGuard::shutdown`] before exiting.
 ///
 /// # Errors
 /// [`InitError`] for an invalid configuration, a filter that does not parse, an exporter that
@@ -135,23 +136,28 @@ where
         .map(|v| v.to_string())
         .unwrap_or_else(|| config.service_name.clone());
 
-    let (tracer_provider, logger_provider) = if config.sdk_disabled {
-        (None, None)
+    let (tracer_provider, logger_provider, export_runtime) = if config.sdk_disabled {
+        (None, None, None)
     } else {
+        // The exporters' connections live on a runtime of their own, off the service's
+        // threads and at a lower priority (see `crate::export_thread`).
+        let runtime = ExportRuntime::start(config.export_nice)
+            .map_err(|e| exporter_error(&config, format!("cannot start the export thread: {e}")))?;
         // One budget for export-failure lines: a missing collector is one problem, reported
         // once per interval, not once per signal.
         let reporter = ErrorReporter::new("traces", config.export_error_log_interval);
-        let tracer = tracer_provider(&config, resource.clone(), reporter.clone())?;
+        let tracer = tracer_provider(&config, resource.clone(), reporter.clone(), &runtime)?;
         let logger = if config.export_logs {
             Some(logger_provider(
                 &config,
                 resource,
                 reporter.for_signal("logs"),
+                &runtime,
             )?)
         } else {
             None
         };
-        (Some(tracer), logger)
+        (Some(tracer), logger, Some(runtime))
     };
 
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
@@ -217,6 +223,7 @@ where
         providers: Some(Providers {
             tracer: tracer_provider,
             logger: logger_provider,
+            export_runtime,
         }),
         metrics,
         timeout: config.shutdown_timeout,
@@ -292,14 +299,19 @@ fn tracer_provider(
     config: &TelemetryConfig,
     resource: Resource,
     reporter: ErrorReporter,
+    runtime: &ExportRuntime,
 ) -> Result<SdkTracerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
     let exporter = match config.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(config.export_timeout)
-            .build(),
+        // Built inside the export runtime: the gRPC channel's tasks are spawned there.
+        OtlpProtocol::Grpc => {
+            let _entered = runtime.handle().enter();
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .build()
+        }
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -312,7 +324,8 @@ fn tracer_provider(
     let pending = PendingSpans::default();
     let observed =
         ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval)
-            .with_reporter(reporter);
+            .with_reporter(reporter)
+            .with_export_nice(config.export_nice);
     let batch_size = 512.min(config.max_queue_size);
     let batch = BatchSpanProcessor::builder(observed)
         .with_batch_config(
@@ -342,14 +355,19 @@ fn logger_provider(
     config: &TelemetryConfig,
     resource: Resource,
     reporter: ErrorReporter,
+    runtime: &ExportRuntime,
 ) -> Result<SdkLoggerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
     let exporter = match config.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(config.export_timeout)
-            .build(),
+        // Built inside the export runtime: the gRPC channel's tasks are spawned there.
+        OtlpProtocol::Grpc => {
+            let _entered = runtime.handle().enter();
+            opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .build()
+        }
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -359,7 +377,8 @@ fn logger_provider(
     }
     .map_err(|e| exporter_error(config, e))?;
     let observed = ObservedLogExporter::new(exporter, config.export_error_log_interval)
-        .with_reporter(reporter);
+        .with_reporter(reporter)
+        .with_export_nice(config.export_nice);
     let processor = BatchLogProcessor::builder(observed)
         .with_batch_config(
             opentelemetry_sdk::logs::BatchConfigBuilder::default()
@@ -377,6 +396,8 @@ fn logger_provider(
 struct Providers {
     tracer: Option<SdkTracerProvider>,
     logger: Option<SdkLoggerProvider>,
+    /// Drives the gRPC connections: stopped only after both providers have flushed.
+    export_runtime: Option<ExportRuntime>,
 }
 
 impl Providers {
@@ -397,6 +418,8 @@ impl Providers {
                 errors.push(format!("logs: {e}"));
             }
         }
+        // Both providers have flushed: the connections can go.
+        drop(self.export_runtime);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -408,10 +431,11 @@ impl Providers {
 /// Keeps the telemetry pipelines alive; flushes them on [`shutdown`](Self::shutdown) (or, as a
 /// fallback, on drop).
 ///
-/// Prefer `guard.shutdown().await` at the end of `main`: it flushes from a blocking thread so
-/// the runtime stays free to drive the exporter's connection, which is what makes it work on a
-/// `current_thread` runtime too. Dropping the guard also flushes, but blocks the calling thread;
-/// on a `current_thread` runtime that can only end by timing out.
+/// Prefer `guard.shutdown().await` at the end of `main`: it flushes from a blocking thread, so
+/// the runtime's other tasks keep running meanwhile. Dropping the guard also flushes, blocking
+/// the calling thread for up to the shutdown timeout. Either works on any runtime (or none):
+/// the exporters' connections are driven by the `otel-export` thread, not by the service's
+/// runtime (see [`crate::export_thread`]).
 #[must_use = "dropping the guard shuts telemetry down"]
 pub struct TelemetryGuard {
     providers: Option<Providers>,

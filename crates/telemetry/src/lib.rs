@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod export;
+pub mod export_thread;
 pub mod http;
 mod init;
 pub mod logging;
