@@ -6,7 +6,10 @@
 # (open loop, overhead-load), and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the instructions one
 # request costs the whole server process (all threads: runtime, exporters, upkeep), with start-up
 # and shut-down cancelled out. Unlike wall-clock figures this is repeatable on a busy machine, so
-# it is the before/after figure for a change in crates/telemetry.
+# it is the before/after figure for a change in crates/telemetry. Threads are counted apart
+# (--separate-threads): the instructions on the export threads (`otel-export` and the SDK's
+# batch processors, which run at a lower priority) are reported separately from those on the
+# service's own threads (the request path).
 #
 # Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
 # Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out files
@@ -67,7 +70,7 @@ run() {
     env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
         OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
         OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
-        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$file" \
+        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$file" \
         "$BIN/overhead-server" serve --mode "$mode" --listen "127.0.0.1:$APP_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" $SERVER_ARGS \
         >"$OUT/$mode-$n.log" 2>"$OUT/$mode-$n.valgrind" &
@@ -80,21 +83,34 @@ run() {
     [ "$(jq -r .ok "$OUT/$mode-$n.load.json")" = "$n" ] || die "not all $n requests succeeded: $(cat "$OUT/$mode-$n.load.json")"
     kill -TERM "$pid"
     wait "$pid" || true
-    awk '/^(summary|totals):/ {print $2; exit}' "$file"
+    # "<all threads> <export threads>": a thread is an export thread when its busiest function
+    # is the export runtime's loop or an SDK batch processor's.
+    local all=0 export=0 part ir
+    for part in "$file"-*; do
+        ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
+        all=$((all + ir))
+        if callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p |
+            grep -qE "current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor"; then
+            export=$((export + ir))
+        fi
+    done
+    echo "$all $export"
 }
 
-declare -A IR
+declare -A IR EXPORT
 for mode in bare instrumented; do
     for n in $N1 $N2; do
         log "callgrind: $mode, $n requests of /$ROUTE"
-        IR[$mode-$n]=$(run "$mode" "$n")
+        read -r IR[$mode-$n] EXPORT[$mode-$n] < <(run "$mode" "$n")
     done
 done
 kill -TERM "$COLLECTOR" 2>/dev/null || true
 
 per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
+per_export() { awk -v a="${EXPORT[$1-$N1]}" -v b="${EXPORT[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
 BARE=$(per bare)
 INSTR=$(per instrumented)
+INSTR_EXPORT=$(per_export instrumented)
 REPORT=$ROOT/bench/results/callgrind-$STAMP.md
 {
     echo "### Instructions per request (callgrind)"
@@ -107,13 +123,18 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo "| bare | ${IR[bare-$N1]} | ${IR[bare-$N2]} | $BARE |"
     echo "| instrumented | ${IR[instrumented-$N1]} | ${IR[instrumented-$N2]} | $INSTR |"
     echo
-    echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request."
+    echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
+    echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
+    echo "and $INSTR_EXPORT on the export threads (\`otel-export\` and the SDK's batch processors, at a lower priority)."
     if command -v callgrind_annotate >/dev/null; then
         echo
-        echo "Top functions (inclusive) of the instrumented run with $N2 requests:"
+        echo "Top functions (inclusive) of the instrumented run with $N2 requests, on its busiest thread (the runtime worker):"
         echo
         echo '```text'
-        callgrind_annotate --inclusive=yes --threshold=100 "$OUT/callgrind.out.instrumented-$N2" 2>/dev/null |
+        # The busiest thread: the runtime worker that serves the requests.
+        busiest=$(for part in "$OUT/callgrind.out.instrumented-$N2"-*; do
+            echo "$(awk '/^(summary|totals):/ {print $2; exit}' "$part") $part"; done | sort -n | tail -1 | cut -d' ' -f2)
+        callgrind_annotate --inclusive=yes --threshold=100 "$busiest" 2>/dev/null |
             grep -E "^ *[0-9,]+ \(" | head -60 | cut -c1-200 || true
         echo '```'
     fi

@@ -18,13 +18,6 @@ mod up;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// mimalloc, not the system allocator: telemetry allocates on every request (span data, log
-/// records, OTLP batches) and frees much of it on the export threads; glibc's malloc spent
-/// about a fifth of an instrumented request's CPU time on that, mimalloc a third of it
-/// (`bench/callgrind.sh`: 15k fewer instructions per request; BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 
 /// Faultline: an incident-debugging lab. Start the shop with `faultline up`, then watch its

@@ -20,10 +20,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use overhead::{AppConfig, Mode};
 
-/// The allocator `faultline` runs its services with, in both modes.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(about = "The bare-vs-instrumented app of bench/overhead.sh")]
 struct Cli {
