@@ -43,6 +43,7 @@ if [ "$QUICK" = 1 ]; then
     : "${OUTAGE_DURATION:=20}" "${UP_DURATION:=15}"
 fi
 ROUNDS=${ROUNDS:-3}                 # A/B repetitions (medians are reported)
+TELEMETRY_EXPORT_NICE=${TELEMETRY_EXPORT_NICE:-10}  # the export threads' priority (telemetry's default)
 WARMUP=${WARMUP:-5}                 # s, before every measurement, not recorded
 SAT_DURATION=${SAT_DURATION:-20}    # s, each saturated wrk run
 LAT_DURATION=${LAT_DURATION:-30}    # s, each open-loop run at 50 % load
@@ -137,6 +138,7 @@ start_server() {
         OTEL_TRACES_SAMPLER=parentbased_always_on \
         OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
         OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
+        TELEMETRY_EXPORT_NICE="$TELEMETRY_EXPORT_NICE" \
         taskset -c "$SERVER_CPU" "$BIN/overhead-server" serve --mode "$mode" \
         --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --work-iterations "$WORK_ITERATIONS" >"$SERVER_LOG" 2>"$RAW/$tag.stderr" &
@@ -399,7 +401,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
     echo "  **instrumented**: \`telemetry::init\` (JSON logs at \`info\` to a file, one line per request;"
     echo "  \`parentbased_always_on\`; batch OTLP/gRPC export of spans and logs to a live receiver that"
-    echo "  decodes and counts them), \`ServerLayer\` (SERVER span, RED metrics, ids), Prometheus recorder."
+    echo "  decodes and counts them, on export threads at \`TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE\`),"
+    echo "  \`ServerLayer\` (SERVER span, RED metrics, ids), Prometheus recorder."
     echo "- Bare and instrumented alternate (round 1: bare first, round 2: instrumented first, …); each"
     echo "  figure is the median over the rounds; ratio = instrumented ÷ bare."
     echo

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/export-priority.sh — what running the export threads at a lower priority buys.
+#
+# Side by side in one run, alternating ROUNDS times: bare, instrumented with
+# TELEMETRY_EXPORT_NICE=0 (export at the service's priority) and instrumented with
+# TELEMETRY_EXPORT_NICE=10 (the default), each serving GET /$ROUTE open loop at RATE requests/s
+# for DURATION seconds (after a 3 s warm-up), server pinned to core 1, load tool and OTLP
+# receiver to core 0 (as bench/overhead.sh). Reports p50/p99/p99.9, the spans the receiver got
+# per request served, and the server's peak RSS; the medians go last.
+#
+# Usage: bench/export-priority.sh [--no-build]   (RATE=2139 ROUTE=work DURATION=20 ROUNDS=3;
+#        WORK_ITERATIONS defaults to a calibration of ~200 µs on core 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD=1
+for a in "$@"; do
+    case "$a" in
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+RATE=${RATE:-2139}
+ROUTE=${ROUTE:-work}
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+APP_PORT=${APP_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19080}
+GRPC_PORT=${GRPC_PORT:-14317}
+STATS_PORT=${STATS_PORT:-14318}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+OUT=$(mktemp -d)
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+for tool in jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release -p overhead"
+    cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
+fi
+WORK_ITERATIONS=${WORK_ITERATIONS:-$(taskset -c "$SERVER_CPU" "$BIN/overhead-server" calibrate --target 200us)}
+
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
+wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+
+# run MODE NICE -> "p50 p99 p999 spans_per_request peak_rss_mb"
+run() {
+    local before after result pid
+    before=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
+    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
+        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
+        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
+        TELEMETRY_EXPORT_NICE="$2" \
+        taskset -c "$SERVER_CPU" "$BIN/overhead-server" serve --mode "$1" \
+        --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+        --work-iterations "$WORK_ITERATIONS" >"$OUT/server.log" 2>"$OUT/server.err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "the server did not start: $(cat "$OUT/server.err")"
+    result=$(taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
+        --rate "$RATE" --duration "${DURATION}s" --warmup 3s --connections 32)
+    local rss_kb
+    rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    kill -TERM "$pid"
+    wait "$pid" || true
+    sleep 1 # the last batch reaches the receiver
+    after=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
+    # The warm-up's requests are served (and exported) too.
+    echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
+        --argjson warm "$((RATE * 3))" \
+        '"\(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"'
+}
+
+ROWS=$OUT/rows.tsv
+for round in $(seq "$ROUNDS"); do
+    for variant in "bare 0" "instrumented 0" "instrumented 10"; do
+        set -- $variant
+        log "round $round/$ROUNDS: $1, TELEMETRY_EXPORT_NICE=$2, GET /$ROUTE at $RATE/s for ${DURATION}s"
+        printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$(run "$1" "$2")" >>"$ROWS"
+    done
+done
+
+median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+col() { awk -F'\t' -v m="$1" -v n="$2" '$1 == m && $2 == n {split($4, f, " "); print f['"$3"']}' "$ROWS" | median; }
+echo "### Export priority (bench/export-priority.sh)"
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD): GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s, $ROUNDS rounds alternated."
+echo
+echo "| mode | TELEMETRY_EXPORT_NICE | round | p50 µs | p99 µs | p99.9 µs | spans received per request | peak RSS MB |"
+echo "|---|---|---|---|---|---|---|---|"
+while IFS=$'\t' read -r mode nice round rest; do
+    set -- $rest
+    echo "| $mode | $nice | $round | $1 | $2 | $3 | $4 | $5 |"
+done <"$ROWS"
+for variant in "bare 0" "instrumented 0" "instrumented 10"; do
+    set -- $variant
+    echo "| **$1** | **$2** | median | $(col "$1" "$2" 1) | $(col "$1" "$2" 2) | $(col "$1" "$2" 3) | $(col "$1" "$2" 4) | $(col "$1" "$2" 5) |"
+done
