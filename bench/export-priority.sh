@@ -2,14 +2,17 @@
 # bench/export-priority.sh — what running the export threads at a lower priority buys.
 #
 # Side by side in one run, alternating ROUNDS times: bare, instrumented with
-# TELEMETRY_EXPORT_NICE=0 (export at the service's priority) and instrumented with
-# TELEMETRY_EXPORT_NICE=10 (the default), each serving GET /$ROUTE open loop at RATE requests/s
-# for DURATION seconds (after a 3 s warm-up), server pinned to core 1, load tool and OTLP
-# receiver to core 0 (as bench/overhead.sh). Reports p50/p99/p99.9, the spans the receiver got
-# per request served, and the server's peak RSS; the medians go last.
+# TELEMETRY_EXPORT_NICE=0 (export at the service's priority, the default) and instrumented with
+# TELEMETRY_EXPORT_NICE=10, server pinned to core 1, load tools and OTLP receiver to core 0 (as
+# bench/overhead.sh). Each variant runs on a fresh server:
+#   1. saturated GET /trivial with wrk for SAT_DURATION seconds (after 2 s of warm-up):
+#      requests/s and the spans the receiver got per request served;
+#   2. GET /$ROUTE open loop at RATE requests/s for DURATION seconds (after a 3 s warm-up):
+#      p50/p99/p99.9, spans per request, the server's peak RSS.
+# The medians go last.
 #
-# Usage: bench/export-priority.sh [--no-build]   (RATE=2139 ROUTE=work DURATION=20 ROUNDS=3;
-#        WORK_ITERATIONS defaults to a calibration of ~200 µs on core 1)
+# Usage: bench/export-priority.sh [--no-build]   (RATE=2139 ROUTE=work DURATION=20
+#        SAT_DURATION=10 ROUNDS=3; WORK_ITERATIONS defaults to ~200 µs calibrated on core 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +27,7 @@ done
 RATE=${RATE:-2139}
 ROUTE=${ROUTE:-work}
 DURATION=${DURATION:-20}
+SAT_DURATION=${SAT_DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -36,7 +40,7 @@ OUT=$(mktemp -d)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-for tool in jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
     log "cargo build --release -p overhead"
     cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
@@ -52,10 +56,13 @@ taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
 PIDS+=($!)
 wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
 
-# run MODE NICE -> "p50 p99 p999 spans_per_request peak_rss_mb"
+spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans; }
+TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
+
+# run MODE NICE -> "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request peak_rss_mb"
 run() {
-    local before after result pid
-    before=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
+    local before after result pid sat_rps sat_spans n
     env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
         OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
         OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
@@ -66,25 +73,36 @@ run() {
     pid=$!
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "the server did not start: $(cat "$OUT/server.err")"
+    before=$(spans)
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s -H "traceparent: $TRACEPARENT" \
+        "http://127.0.0.1:$APP_PORT/trivial" >"$OUT/warm.txt"
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
+        "http://127.0.0.1:$APP_PORT/trivial" >"$OUT/sat.txt"
+    sat_rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$OUT/sat.txt")
+    n=$(($(wrk_requests "$OUT/warm.txt") + $(wrk_requests "$OUT/sat.txt")))
+    sleep 2 # what is still queued is exported, or was dropped
+    sat_spans=$(awk -v s="$(($(spans) - before))" -v n="$n" 'BEGIN {printf "%.3f", s / n}')
+    before=$(spans)
     result=$(taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
         --rate "$RATE" --duration "${DURATION}s" --warmup 3s --connections 32)
     local rss_kb
     rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     kill -TERM "$pid"
     wait "$pid" || true
-    sleep 1 # the last batch reaches the receiver
+    sleep 2 # the last batch reaches the receiver
     after=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
     # The warm-up's requests are served (and exported) too.
     echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
         --argjson warm "$((RATE * 3))" \
-        '"\(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"'
+        --arg sat "$sat_rps $sat_spans" \
+        '"\($sat) \(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"'
 }
 
 ROWS=$OUT/rows.tsv
 for round in $(seq "$ROUNDS"); do
     for variant in "bare 0" "instrumented 0" "instrumented 10"; do
         set -- $variant
-        log "round $round/$ROUNDS: $1, TELEMETRY_EXPORT_NICE=$2, GET /$ROUTE at $RATE/s for ${DURATION}s"
+        log "round $round/$ROUNDS: $1, TELEMETRY_EXPORT_NICE=$2: saturated /trivial, then /$ROUTE at $RATE/s"
         printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$(run "$1" "$2")" >>"$ROWS"
     done
 done
@@ -93,15 +111,15 @@ median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; e
 col() { awk -F'\t' -v m="$1" -v n="$2" '$1 == m && $2 == n {split($4, f, " "); print f['"$3"']}' "$ROWS" | median; }
 echo "### Export priority (bench/export-priority.sh)"
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD): GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s, $ROUNDS rounds alternated."
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS rounds alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s."
 echo
-echo "| mode | TELEMETRY_EXPORT_NICE | round | p50 µs | p99 µs | p99.9 µs | spans received per request | peak RSS MB |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| mode | TELEMETRY_EXPORT_NICE | round | /trivial saturated req/s | spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | spans per request | peak RSS MB, both phases |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 while IFS=$'\t' read -r mode nice round rest; do
     set -- $rest
-    echo "| $mode | $nice | $round | $1 | $2 | $3 | $4 | $5 |"
+    echo "| $mode | $nice | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 |"
 done <"$ROWS"
 for variant in "bare 0" "instrumented 0" "instrumented 10"; do
     set -- $variant
-    echo "| **$1** | **$2** | median | $(col "$1" "$2" 1) | $(col "$1" "$2" 2) | $(col "$1" "$2" 3) | $(col "$1" "$2" 4) | $(col "$1" "$2" 5) |"
+    echo "| **$1** | **$2** | median | $(col "$1" "$2" 1) | $(col "$1" "$2" 2) | $(col "$1" "$2" 3) | $(col "$1" "$2" 4) | $(col "$1" "$2" 5) | $(col "$1" "$2" 6) | $(col "$1" "$2" 7) |"
 done

@@ -43,7 +43,7 @@ if [ "$QUICK" = 1 ]; then
     : "${OUTAGE_DURATION:=20}" "${UP_DURATION:=15}"
 fi
 ROUNDS=${ROUNDS:-3}                 # A/B repetitions (medians are reported)
-TELEMETRY_EXPORT_NICE=${TELEMETRY_EXPORT_NICE:-10}  # the export threads' priority (telemetry's default)
+TELEMETRY_EXPORT_NICE=${TELEMETRY_EXPORT_NICE:-0}  # the export threads' priority (telemetry's default)
 WARMUP=${WARMUP:-5}                 # s, before every measurement, not recorded
 SAT_DURATION=${SAT_DURATION:-20}    # s, each saturated wrk run
 LAT_DURATION=${LAT_DURATION:-30}    # s, each open-loop run at 50 % load

@@ -94,9 +94,10 @@ pub struct TelemetryConfig {
     pub scheduled_delay: Duration,
     /// `TELEMETRY_EXPORT_NICE` (0–19): how many steps nicer (lower CPU priority) than the
     /// service the export threads run: the `otel-export` thread that drives the OTLP
-    /// connections and the SDK's batch-processor threads. Default 10, which leaves export
-    /// about a tenth of a core the service keeps busy; 0 gives export the service's priority.
-    /// See [`crate::export_thread`] for the trade-off. Linux only; elsewhere it does nothing.
+    /// connections and the SDK's batch-processor threads. Default 0, the service's own
+    /// priority: on a saturated core a nicer export drops spans without measurably raising
+    /// throughput (BENCHMARKS.md). See [`crate::export_thread`]. Linux only; elsewhere it
+    /// does nothing.
     pub export_nice: u8,
     /// How often, at most, a failing export is reported in the logs. Default 10 s.
     pub export_error_log_interval: Duration,
@@ -136,7 +137,7 @@ impl TelemetryConfig {
             propagators: "tracecontext,baggage".to_owned(),
             max_queue_size: 2048,
             scheduled_delay: Duration::from_secs(1),
-            export_nice: 10,
+            export_nice: 0,
             export_error_log_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             install_metrics_recorder: true,
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(c.otlp_protocol, OtlpProtocol::Grpc);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(!c.sdk_disabled);
-        assert_eq!(c.export_nice, 10);
+        assert_eq!(c.export_nice, 0);
     }
 
     #[test]
@@ -287,10 +288,10 @@ mod tests {
             ("LOG_FORMAT", "pretty"),
             ("OTEL_SDK_DISABLED", "TRUE"),
             ("RUST_LOG", "warn,orders=debug"),
-            ("TELEMETRY_EXPORT_NICE", "0"),
+            ("TELEMETRY_EXPORT_NICE", "5"),
         ])
         .unwrap();
-        assert_eq!(c.export_nice, 0);
+        assert_eq!(c.export_nice, 5);
         assert_eq!(c.service_name, "other");
         assert_eq!(c.resolved_otlp_endpoint(), "http://localhost:4318");
         assert_eq!(c.export_timeout, Duration::from_millis(250));
