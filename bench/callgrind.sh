@@ -8,7 +8,7 @@
 # and shut-down cancelled out. Unlike wall-clock figures this is repeatable on a busy machine, so
 # it is the before/after figure for a change in crates/telemetry. Threads are counted apart
 # (--separate-threads): the instructions on the export threads (`otel-export` and the SDK's
-# batch processors, which run at a lower priority) are reported separately from those on the
+# batch processors, off the service's runtime) are reported separately from those on the
 # service's own threads (the request path).
 #
 # Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
@@ -125,7 +125,7 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo
     echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
     echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
-    echo "and $INSTR_EXPORT on the export threads (\`otel-export\` and the SDK's batch processors, at a lower priority)."
+    echo "and $INSTR_EXPORT on the export threads (\`otel-export\` and the SDK's batch processors, off the service's runtime)."
     if command -v callgrind_annotate >/dev/null; then
         echo
         echo "Top functions (inclusive) of the instrumented run with $N2 requests, on its busiest thread (the runtime worker):"

@@ -95,9 +95,9 @@ pub struct TelemetryConfig {
     /// `TELEMETRY_EXPORT_NICE` (0–19): how many steps nicer (lower CPU priority) than the
     /// service the export threads run: the `otel-export` thread that drives the OTLP
     /// connections and the SDK's batch-processor threads. Default 0, the service's own
-    /// priority: on a saturated core a nicer export drops spans without measurably raising
-    /// throughput (BENCHMARKS.md). See [`crate::export_thread`]. Linux only; elsewhere it
-    /// does nothing.
+    /// priority: a nicer export gives a saturated service throughput back by dropping spans
+    /// (BENCHMARKS.md), and this lab exists to show spans. See [`crate::export_thread`].
+    /// Linux only; elsewhere it does nothing.
     pub export_nice: u8,
     /// How often, at most, a failing export is reported in the logs. Default 10 s.
     pub export_error_log_interval: Duration,
