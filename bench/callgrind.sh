@@ -12,8 +12,8 @@
 # service's own threads (the request path).
 #
 # Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
-# Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out files
-# (open them with callgrind_annotate or kcachegrind).
+# Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out.*-NN files
+# (one per thread; open them with callgrind_annotate or kcachegrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,7 +23,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -90,7 +90,7 @@ run() {
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
         if callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p |
-            grep -qE "current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor"; then
+            grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor"; then
             export=$((export + ir))
         fi
     done
@@ -101,7 +101,8 @@ declare -A IR EXPORT
 for mode in bare instrumented; do
     for n in $N1 $N2; do
         log "callgrind: $mode, $n requests of /$ROUTE"
-        read -r IR[$mode-$n] EXPORT[$mode-$n] < <(run "$mode" "$n")
+        read -r "IR[$mode-$n]" "EXPORT[$mode-$n]" < <(run "$mode" "$n")
+        [ -n "${IR[$mode-$n]}" ] || die "no instruction count for $mode, $n requests"
     done
 done
 kill -TERM "$COLLECTOR" 2>/dev/null || true

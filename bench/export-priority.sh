@@ -20,7 +20,7 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -60,7 +60,9 @@ spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans; }
 TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
-# run MODE NICE -> "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request peak_rss_mb"
+# run MODE NICE: sets ROW to "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request
+# peak_rss_mb". Runs in the main shell (not in `$(…)`), so that `die` stops the script and the
+# server is always in PIDS.
 run() {
     local before after result pid sat_rps sat_spans n
     env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
@@ -73,18 +75,21 @@ run() {
     pid=$!
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "the server did not start: $(cat "$OUT/server.err")"
+    kill -0 "$pid" 2>/dev/null || die "the server exited: $(cat "$OUT/server.err")"
     before=$(spans)
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s -H "traceparent: $TRACEPARENT" \
         "http://127.0.0.1:$APP_PORT/trivial" >"$OUT/warm.txt"
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
         "http://127.0.0.1:$APP_PORT/trivial" >"$OUT/sat.txt"
     sat_rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$OUT/sat.txt")
+    [ -n "$sat_rps" ] && [ -n "$(wrk_requests "$OUT/warm.txt")" ] || die "wrk failed: $(cat "$OUT/sat.txt")"
     n=$(($(wrk_requests "$OUT/warm.txt") + $(wrk_requests "$OUT/sat.txt")))
     sleep 2 # what is still queued is exported, or was dropped
     sat_spans=$(awk -v s="$(($(spans) - before))" -v n="$n" 'BEGIN {printf "%.3f", s / n}')
     before=$(spans)
     result=$(taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
-        --rate "$RATE" --duration "${DURATION}s" --warmup 3s --connections 32)
+        --rate "$RATE" --duration "${DURATION}s" --warmup 3s --connections 32) ||
+        die "overhead-load failed"
     local rss_kb
     rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     kill -TERM "$pid"
@@ -92,10 +97,11 @@ run() {
     sleep 2 # the last batch reaches the receiver
     after=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
     # The warm-up's requests are served (and exported) too.
-    echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
+    ROW=$(echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
         --argjson warm "$((RATE * 3))" \
         --arg sat "$sat_rps $sat_spans" \
-        '"\($sat) \(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"'
+        '"\($sat) \(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"')
+    [ -n "$ROW" ] || die "no figures for $1 at nice $2"
 }
 
 ROWS=$OUT/rows.tsv
@@ -103,7 +109,8 @@ for round in $(seq "$ROUNDS"); do
     for variant in "bare 0" "instrumented 0" "instrumented 10"; do
         set -- $variant
         log "round $round/$ROUNDS: $1, TELEMETRY_EXPORT_NICE=$2: saturated /trivial, then /$ROUTE at $RATE/s"
-        printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$(run "$1" "$2")" >>"$ROWS"
+        run "$1" "$2"
+        printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$ROW" >>"$ROWS"
     done
 done
 

@@ -4,9 +4,10 @@
 //! Group `metrics`: one `http_server_request_duration_seconds` record with the four RED labels
 //! into the Prometheus recorder of `telemetry::metrics::local_recorder()`, the series already
 //! existing (as it does after a service's first request on a route):
-//! - `record_red_labels`: as `ServerLayer` records it — method, status code and `error_type` are
-//!   `&'static str` labels, the route an owned string (axum's matched path), the label vector
-//!   moved into the key;
+//! - `record_red_labels`: as `ServerLayer` recorded it before it kept its handles (it now
+//!   looks each label set up once) — method, status code and `error_type` are `&'static str`
+//!   labels, the route an owned string (axum's matched path), the label vector moved into the
+//!   key;
 //! - `record_red_labels_cloned`: as it recorded it before (status code formatted into a
 //!   `String`, owned empty `error_type`, labels cloned from an array), for comparison.
 //!

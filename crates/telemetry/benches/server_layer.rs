@@ -198,6 +198,9 @@ fn server_layer(c: &mut Criterion) {
     );
 
     let pipeline = install_full_pipeline();
+    // A new layer: a ServerLayer keeps the metric handles it got at its first request, and
+    // the one above got them before any recorder was installed.
+    let instrumented = router().layer(ServerLayer::new());
     let headers = probe(&rt, &instrumented);
     assert_eq!(
         headers.get(&X_TRACE_ID),

@@ -6,7 +6,7 @@
 //! whichever tokio runtime is current at start-up, so a batch of 512 spans holds one of the
 //! service's worker threads for about a millisecond. Here:
 //!
-//! - [`ExportRuntime`] is a single-threaded tokio runtime on its own OS thread, `otel-export`;
+//! - a single-threaded tokio runtime on its own OS thread, `otel-export`;
 //!   the gRPC exporters are built inside it, so their connections (encoding included) are
 //!   driven there, and `telemetry::init` no longer needs to be called inside a runtime;
 //! - that thread, and the SDK's batch-processor threads (which convert spans and records to
@@ -32,6 +32,9 @@ use std::thread::JoinHandle;
 
 /// The name of the thread that drives the OTLP exporters' connections.
 pub const EXPORT_THREAD_NAME: &str = "otel-export";
+
+/// How long the stopped runtime waits for its remaining tasks before abandoning them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A current-thread tokio runtime on its own thread ([`EXPORT_THREAD_NAME`]); stops (and joins
 /// its thread) when dropped, cancelling whatever it still runs, so drop it after the providers
@@ -68,6 +71,9 @@ impl ExportRuntime {
                 runtime.block_on(async {
                     let _ = stop_rx.await;
                 });
+                // The providers have flushed; whatever is left (a connection attempt stuck in
+                // DNS, say) must not hold up the process's exit.
+                runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })?;
         let handle = ready_rx
             .recv()
@@ -142,8 +148,8 @@ pub fn thread_nice_values(name: &str) -> Vec<i32> {
         .filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
             // The kernel keeps the first 15 bytes of a thread's name.
-            let wanted = &name[..name.len().min(15)];
-            if comm.trim_end() != wanted {
+            let wanted = name.as_bytes().get(..15).unwrap_or(name.as_bytes());
+            if comm.trim_end().as_bytes() != wanted {
                 return None;
             }
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
@@ -171,6 +177,11 @@ mod tests {
             assert!(own[0] >= 5, "nice value {own:?}");
         }
         drop(runtime);
-        assert!(thread_nice_values(EXPORT_THREAD_NAME).is_empty());
+        // Joined; /proc may list the thread for a moment longer.
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            thread_nice_values(EXPORT_THREAD_NAME).is_empty()
+        });
+        assert!(gone, "the export thread ends when the runtime is dropped");
     }
 }

@@ -159,6 +159,13 @@ where
         };
         (Some(tracer), logger, Some(runtime))
     };
+    // Held together from here on, so that on every path (an error below included) the
+    // providers flush before the export runtime stops: `Providers` drops in field order.
+    let providers = Providers {
+        tracer: tracer_provider,
+        logger: logger_provider,
+        export_runtime,
+    };
 
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match config.log_format {
@@ -177,7 +184,7 @@ where
             .with_filter(log_filter)
             .boxed(),
     });
-    if let Some(provider) = &tracer_provider {
+    if let Some(provider) = &providers.tracer {
         let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
@@ -196,7 +203,7 @@ where
                 .boxed(),
         );
     }
-    if let Some(provider) = &logger_provider {
+    if let Some(provider) = &providers.logger {
         let mut excluded: Vec<&str> = TRANSPORT_TARGETS.to_vec();
         excluded.push(EXPORT_LOG_TARGET);
         let otlp_log_filter = parse_filter(&config.log_filter, &excluded)?;
@@ -220,11 +227,7 @@ where
         "telemetry initialised"
     );
     Ok(TelemetryGuard {
-        providers: Some(Providers {
-            tracer: tracer_provider,
-            logger: logger_provider,
-            export_runtime,
-        }),
+        providers: Some(providers),
         metrics,
         timeout: config.shutdown_timeout,
     })
@@ -393,6 +396,8 @@ fn logger_provider(
         .build())
 }
 
+/// The pipelines. Fields drop in order: the providers (which flush) before the runtime that
+/// drives their connections.
 struct Providers {
     tracer: Option<SdkTracerProvider>,
     logger: Option<SdkLoggerProvider>,
