@@ -152,12 +152,17 @@ pub fn thread_nice_values(name: &str) -> Vec<i32> {
             if comm.trim_end().as_bytes() != wanted {
                 return None;
             }
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            // Fields after the `(comm)`: state is field 3, nice is field 19.
-            let after = &stat[stat.rfind(')')? + 2..];
-            after.split(' ').nth(16)?.parse().ok()
+            nice_of_stat(&std::fs::read_to_string(task.path().join("stat")).ok()?)
         })
         .collect()
+}
+
+/// The nice value in a `/proc/<pid>/task/<tid>/stat` (or `/proc/thread-self/stat`) line.
+#[doc(hidden)]
+pub fn nice_of_stat(stat: &str) -> Option<i32> {
+    // Fields after the `(comm)`: state is field 3, nice is field 19.
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(16)?.parse().ok()
 }
 
 #[cfg(test)]

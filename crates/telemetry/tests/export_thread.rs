@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use fake_collector::FakeCollector;
-use telemetry::export_thread::{EXPORT_THREAD_NAME, thread_nice_values};
+use telemetry::export_thread::{EXPORT_THREAD_NAME, nice_of_stat, thread_nice_values};
 
-/// The calling thread's nice value (field 19 of `/proc/thread-self/stat`).
+/// The calling thread's nice value.
 fn own_nice() -> i32 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split(' ').nth(16).unwrap().parse().unwrap()
+    nice_of_stat(&stat).expect("a stat line")
 }
 
 #[test]
