@@ -120,7 +120,7 @@ echo "### Export priority (bench/export-priority.sh)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS rounds alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s."
 echo
-echo "| mode | TELEMETRY_EXPORT_NICE | round | /trivial saturated req/s | spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | spans per request | peak RSS MB, both phases |"
+echo "| mode | TELEMETRY_EXPORT_NICE | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 while IFS=$'\t' read -r mode nice round rest; do
     set -- $rest

@@ -17,8 +17,9 @@
 #
 # Usage: bench/overhead.sh [--quick] [--rounds N] [--skip-up] [--skip-outage] [--no-build]
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
-# Every duration and port can be overridden by the environment variable named in the
-# "Settings" block below (e.g. SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
+# Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
+# LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0]; ports and the rest
+# in the "Settings" block of this file (e.g. SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
         --skip-up) SKIP_UP=1 ;;
         --skip-outage) SKIP_OUTAGE=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | grep -v '^set '; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -394,7 +395,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo
     echo "- Date: $(date -u -d "@$START_EPOCH" '+%Y-%m-%d %H:%M UTC') ($(( (END_EPOCH - START_EPOCH) / 60 )) min). Commit: $COMMIT."
     echo "- Machine: $(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)."
-    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")\` (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
+    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")\` (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) and the OTLP receiver pinned to core $LOAD_CPU."
     echo "  Every request carries a \`traceparent\`. GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\` (~$WORK_TARGET_US µs, calibrated on core $SERVER_CPU)."
