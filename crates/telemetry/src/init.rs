@@ -22,6 +22,7 @@ use crate::export::{
     ObservedSpanExporter, PendingSpans,
 };
 use crate::export_thread::ExportRuntime;
+use crate::log_writer::{BatchedWriter, FlushGuard};
 use crate::logging::{JsonFormat, NoSpanFields};
 use crate::metrics::{MetricsError, MetricsHandle};
 
@@ -68,6 +69,9 @@ pub enum InitError {
     /// The Prometheus recorder could not be installed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The thread that writes log lines out could not be started.
+    #[error("cannot start the log writer thread: {0}")]
+    LogWriter(#[source] std::io::Error),
     /// A global `tracing` subscriber was already set in this process.
     #[error("a global tracing subscriber is already installed; call telemetry::init once, first")]
     SubscriberAlreadySet,
@@ -81,7 +85,7 @@ pub struct ShutdownError(String);
 /// Initialises tracing, logs, metrics and propagation for the whole process.
 ///
 /// - installs the global `tracing` subscriber: log lines to stdout ([`LogFormat`], filtered by
-///   `RUST_LOG`), spans to OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and
+///   `RUST_LOG`, written in batches by [`crate::log_writer::BatchedWriter`]), spans to OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and
 ///   events to OTLP logs (minus the exporter's own transport); events at
 ///   [`TelemetryConfig::span_event_level`] and above (default WARN) are also recorded as span
 ///   events, so a trace viewer shows the warnings and errors inside their spans, while the
@@ -100,11 +104,17 @@ pub struct ShutdownError(String);
 /// [`InitError`] for an invalid configuration, a filter that does not parse, an exporter that
 /// cannot be built, or a second call in the same process.
 pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
-    init_with_writer(config, std::io::stdout)
+    // Lines are written to stdout in batches, not one write(2) per line on the request path
+    // (see `crate::log_writer`).
+    let (writer, flush) = BatchedWriter::stdout().map_err(InitError::LogWriter)?;
+    let mut guard = init_with_writer(config, writer)?;
+    guard.log_writer = Some(flush);
+    Ok(guard)
 }
 
 /// [`init`], writing log lines to `writer` instead of stdout (a file, a non-blocking writer
-/// from `tracing-appender`, or a buffer in a test).
+/// from `tracing-appender`, or a buffer in a test). Each line is written to `writer` on the
+/// thread that logs it.
 ///
 /// # Errors
 /// As [`init`].
@@ -230,6 +240,7 @@ where
         providers: Some(providers),
         metrics,
         timeout: config.shutdown_timeout,
+        log_writer: None,
     })
 }
 
@@ -446,6 +457,9 @@ pub struct TelemetryGuard {
     providers: Option<Providers>,
     metrics: Option<MetricsHandle>,
     timeout: Duration,
+    /// [`init`]'s log writer: dropping it writes the lines still queued (after the providers
+    /// have shut down, so their own last lines are written too).
+    log_writer: Option<FlushGuard>,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -477,12 +491,18 @@ impl TelemetryGuard {
             return Ok(());
         };
         let timeout = self.timeout;
+        let log_writer = self.log_writer.take();
+        let finish = move || {
+            let result = providers.shutdown(timeout);
+            drop(log_writer);
+            result
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
-                .spawn_blocking(move || providers.shutdown(timeout))
+                .spawn_blocking(finish)
                 .await
                 .map_err(|e| ShutdownError(format!("shutdown task failed: {e}")))?,
-            Err(_) => providers.shutdown(timeout),
+            Err(_) => finish(),
         }
     }
 }
@@ -497,5 +517,7 @@ impl Drop for TelemetryGuard {
         {
             eprintln!("{e}");
         }
+        // Written last: the lines logged while the providers shut down are still queued.
+        drop(self.log_writer.take());
     }
 }

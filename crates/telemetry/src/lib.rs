@@ -7,6 +7,7 @@ pub mod export;
 pub mod export_thread;
 pub mod http;
 mod init;
+pub mod log_writer;
 pub mod logging;
 pub mod metrics;
 pub mod propagation;
