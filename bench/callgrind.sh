@@ -4,12 +4,12 @@
 # Runs overhead-server (bare, then instrumented with a live OTLP receiver) under
 # `valgrind --tool=callgrind` twice, serving N1 and then N2 requests of ROUTE at RATE requests/s
 # (open loop, overhead-load), and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the instructions one
-# request costs the whole server process (all threads: runtime, exporters, upkeep), with start-up
-# and shut-down cancelled out. Unlike wall-clock figures this is repeatable on a busy machine, so
+# request costs the whole server process (all threads: runtime, exporters, upkeep). Counting
+# starts once the server is ready (start-up is left out) and shut-down cancels out. Unlike wall-clock figures this is repeatable on a busy machine, so
 # it is the before/after figure for a change in crates/telemetry. Threads are counted apart
-# (--separate-threads): the instructions on the export threads (`otel-export` and the SDK's
-# batch processors, off the service's runtime) are reported separately from those on the
-# service's own threads (the request path).
+# (--separate-threads): the instructions on telemetry's background threads (`otel-export`, the
+# SDK's batch processors and `log-flush`, off the service's runtime) are reported separately
+# from those on the service's own threads (the request path).
 #
 # Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
 # Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out.*-NN files
@@ -70,27 +70,30 @@ run() {
     env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
         OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
         OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
-        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$file" \
+        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
+        --callgrind-out-file="$file" \
         "$BIN/overhead-server" serve --mode "$mode" --listen "127.0.0.1:$APP_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" $SERVER_ARGS \
         >"$OUT/$mode-$n.log" 2>"$OUT/$mode-$n.valgrind" &
     local pid=$!
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "overhead-server did not start under valgrind"
+    # Count from here: start-up (its clock calibration varies from run to run) is left out.
+    callgrind_control -i on "$pid" >/dev/null || die "callgrind_control could not start the count"
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
         --rate "$RATE" --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN {print n / r}')s" \
         --warmup 0s --connections 4 >"$OUT/$mode-$n.load.json"
     [ "$(jq -r .ok "$OUT/$mode-$n.load.json")" = "$n" ] || die "not all $n requests succeeded: $(cat "$OUT/$mode-$n.load.json")"
     kill -TERM "$pid"
     wait "$pid" || true
-    # "<all threads> <export threads>": a thread is an export thread when its busiest function
-    # is the export runtime's loop or an SDK batch processor's.
+    # "<all threads> <background threads>": a thread is telemetry's background thread when its
+    # busiest function is the export runtime's loop, an SDK batch processor's or the log flush.
     local all=0 export=0 part ir
     for part in "$file"-*; do
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
         if callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p |
-            grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor"; then
+            grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor|log_writer::"; then
             export=$((export + ir))
         fi
     done
@@ -126,7 +129,7 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo
     echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
     echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
-    echo "and $INSTR_EXPORT on the export threads (\`otel-export\` and the SDK's batch processors, off the service's runtime)."
+    echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors and \`log-flush\`, off the service's runtime)."
     if command -v callgrind_annotate >/dev/null; then
         echo
         echo "Top functions (inclusive) of the instrumented run with $N2 requests, on its busiest thread (the runtime worker):"

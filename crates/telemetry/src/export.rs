@@ -154,16 +154,22 @@ pub struct BoundedSpanProcessor<P> {
     pending: PendingSpans,
     max_queue_size: usize,
     hook: Option<SpanHook>,
+    /// `otel_sdk_processor_span_processed_total` without `error_type`, looked up in the
+    /// recorder at the first span rather than on every span.
+    processed: std::sync::OnceLock<metrics::Counter>,
 }
 
 impl<P: SpanProcessor> BoundedSpanProcessor<P> {
     /// Wraps `inner`; `pending` must be the counter given to the exporter inside `inner`.
+    /// Install the `metrics` recorder before the first span ends: the processor keeps the
+    /// counter handle it gets then.
     pub fn new(inner: P, pending: PendingSpans, max_queue_size: usize) -> Self {
         Self {
             inner,
             pending,
             max_queue_size,
             hook: None,
+            processed: std::sync::OnceLock::new(),
         }
     }
 
@@ -190,7 +196,9 @@ impl<P: SpanProcessor> SpanProcessor for BoundedSpanProcessor<P> {
                 .increment(1);
             return;
         }
-        metrics::counter!(OTEL_SDK_PROCESSOR_SPAN_PROCESSED).increment(1);
+        self.processed
+            .get_or_init(|| metrics::counter!(OTEL_SDK_PROCESSOR_SPAN_PROCESSED))
+            .increment(1);
         if let Some(hook) = &self.hook {
             (hook.0)(&mut span);
         }

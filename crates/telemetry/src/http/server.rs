@@ -30,7 +30,6 @@ use opentelemetry::trace::TraceContextExt;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::Span;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
@@ -213,10 +212,11 @@ where
                 .headers()
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
-            http.response.status_code = Empty,
-            otel.status_code = Empty,
-            error.type = Empty,
         );
+        // `http.response.status_code`, `error.type` and the status are set on the
+        // OpenTelemetry span directly when the response is known (`finish_span`): recording
+        // them as `tracing` fields would run every layer's `on_record` (~1.3k instructions
+        // per request) for attributes only the OpenTelemetry layer reads.
         // Must happen before the span is entered or its context is read (tracing-opentelemetry).
         let _ = span.set_parent(parent);
         let trace_id = {
@@ -331,15 +331,9 @@ where
             Ok(mut response) => {
                 let status = response.status();
                 let code = status.as_u16();
-                state
-                    .span
-                    .record("http.response.status_code", i64::from(code));
                 let status_text = status_str(status);
                 let error_type = status.is_server_error().then_some(status_text);
-                if let Some(et) = error_type {
-                    state.span.record("otel.status_code", "ERROR");
-                    state.span.record("error.type", et);
-                }
+                finish_span(&state.span, Some(code), error_type);
                 let headers = response.headers_mut();
                 headers.insert(X_REQUEST_ID.clone(), state.request_id.clone());
                 if let Some(id) = state.trace_id.take() {
@@ -370,8 +364,7 @@ where
                 Ok(response)
             }
             Err(e) => {
-                state.span.record("otel.status_code", "ERROR");
-                state.span.record("error.type", "_OTHER");
+                finish_span(&state.span, None, Some("_OTHER"));
                 state
                     .handles
                     .record_duration(state.method, &route, "", "_OTHER", elapsed);
@@ -383,6 +376,18 @@ where
         // Ends the span (after leaving it) and the active-request count.
         *this.state = None;
         Poll::Ready(result)
+    }
+}
+
+/// Sets `http.response.status_code` (when there is a response) and, for a server error,
+/// `error.type` and the Error status on the OpenTelemetry span of `span`.
+fn finish_span(span: &Span, status_code: Option<u16>, error_type: Option<&'static str>) {
+    if let Some(code) = status_code {
+        span.set_attribute("http.response.status_code", i64::from(code));
+    }
+    if let Some(error_type) = error_type {
+        span.set_attribute("error.type", error_type);
+        span.set_status(opentelemetry::trace::Status::error(""));
     }
 }
 

@@ -19,11 +19,26 @@ use opentelemetry::propagation::{Extractor, Injector};
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
 
+impl HeaderExtractor<'_> {
+    /// Every value of `key`. The propagation headers are looked up by a prebuilt
+    /// [`http::HeaderName`] (no parsing of the name on every request); other names are parsed.
+    fn values(&self, key: &str) -> http::header::GetAll<'_, http::HeaderValue> {
+        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+        static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+        static BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+        match key {
+            "traceparent" => self.0.get_all(&TRACEPARENT),
+            "tracestate" => self.0.get_all(&TRACESTATE),
+            "baggage" => self.0.get_all(&BAGGAGE),
+            _ => self.0.get_all(key),
+        }
+    }
+}
+
 impl Extractor for HeaderExtractor<'_> {
     /// The first UTF-8 value of `key`.
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .get_all(key)
+        self.values(key)
             .iter()
             .find_map(|value| std::str::from_utf8(value.as_bytes()).ok())
     }
@@ -34,10 +49,9 @@ impl Extractor for HeaderExtractor<'_> {
 
     /// Every UTF-8 value of `key`, in order; `None` if there is none.
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        let values: Vec<&str> = self
-            .0
-            .get_all(key)
-            .iter()
+        let mut values = self.values(key).iter().peekable();
+        values.peek()?;
+        let values: Vec<&str> = values
             .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
             .collect();
         (!values.is_empty()).then_some(values)
