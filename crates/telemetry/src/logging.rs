@@ -112,6 +112,28 @@ impl JsonFormat {
         line.clear();
         let meta = event.metadata();
 
+        // This format's own keys are pushed in lexicographic order, so that `finish`'s stable
+        // sort only has to move the event's fields into place.
+        line.push(Cow::Borrowed("level"), |b| {
+            write_json_str(b, meta.level().as_str())
+        });
+        line.push(Cow::Borrowed("message"), |b| b.extend_from_slice(b"\"\""));
+        line.push(Cow::Borrowed("service"), |b| {
+            b.extend_from_slice(self.service_json.as_bytes())
+        });
+        let (trace_id, span_id) = opentelemetry::Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid()
+                .then(|| (sc.trace_id().to_bytes(), sc.span_id().to_bytes()))
+                .unzip()
+        });
+        if let Some(id) = span_id {
+            line.push(Cow::Borrowed("span_id"), |b| write_hex_str(b, &id));
+        }
+        line.push(Cow::Borrowed("target"), |b| {
+            write_json_str(b, meta.target())
+        });
         let now = time::OffsetDateTime::now_utc();
         let now = now
             .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
@@ -122,29 +144,9 @@ impl JsonFormat {
             .map_err(|_| fmt::Error)?;
         line.values.push(b'"');
         line.entry(Cow::Borrowed("timestamp"), start);
-
-        line.push(Cow::Borrowed("level"), |b| {
-            write_json_str(b, meta.level().as_str())
-        });
-        line.push(Cow::Borrowed("target"), |b| {
-            write_json_str(b, meta.target())
-        });
-        line.push(Cow::Borrowed("message"), |b| b.extend_from_slice(b"\"\""));
-        line.push(Cow::Borrowed("service"), |b| {
-            b.extend_from_slice(self.service_json.as_bytes())
-        });
-        opentelemetry::Context::map_current(|cx| {
-            let span = cx.span();
-            let sc = span.span_context();
-            if sc.is_valid() {
-                line.push(Cow::Borrowed("trace_id"), |b| {
-                    write_hex_str(b, &sc.trace_id().to_bytes())
-                });
-                line.push(Cow::Borrowed("span_id"), |b| {
-                    write_hex_str(b, &sc.span_id().to_bytes())
-                });
-            }
-        });
+        if let Some(id) = trace_id {
+            line.push(Cow::Borrowed("trace_id"), |b| write_hex_str(b, &id));
+        }
         event.record(&mut JsonVisitor(line));
         line.finish();
         writer.write_str(std::str::from_utf8(&line.out).map_err(|_| fmt::Error)?)
@@ -311,20 +313,30 @@ fn write_json_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
     let _ = serde::Serializer::collect_str(&mut serde_json::Serializer::new(out), value);
 }
 
-/// `s` as a JSON string: quoted and escaped by `serde_json`.
+/// `s` as a JSON string: quoted and escaped by `serde_json`. A string with nothing to escape
+/// (no control character, `"` or `\\`: the common case) is copied as it is, which is what
+/// `serde_json` would write too.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let _ = serde::Serializer::serialize_str(&mut serde_json::Serializer::new(out), s);
 }
 
-/// Bytes as lowercase hex in a JSON string (trace and span ids).
+/// Bytes (at most 16: trace and span ids) as lowercase hex in a JSON string.
 fn write_hex_str(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let mut text = [b'"'; 34];
+    let bytes = &bytes[..bytes.len().min(16)];
+    for (i, b) in bytes.iter().enumerate() {
+        text[1 + 2 * i] = HEX[usize::from(b >> 4)];
+        text[2 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
-    out.push(b'"');
+    out.extend_from_slice(&text[..2 * bytes.len() + 2]);
 }
 
 #[cfg(test)]
