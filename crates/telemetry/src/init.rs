@@ -23,7 +23,7 @@ use crate::export::{
 };
 use crate::export_thread::ExportRuntime;
 use crate::log_writer::{BatchedWriter, FlushGuard};
-use crate::logging::{JsonFormat, NoSpanFields};
+use crate::logging::JsonLayer;
 use crate::metrics::{MetricsError, MetricsHandle};
 
 /// Targets whose spans and events never enter the OTLP pipelines: the exporter's own transport
@@ -179,12 +179,8 @@ where
 
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            // The JSON line reads no span fields: do not format them on every span.
-            .fmt_fields(NoSpanFields)
-            .event_format(JsonFormat::new(service_name))
-            .with_ansi(false)
-            .with_writer(writer)
+        // Events only: no per-span state (see `JsonLayer`).
+        LogFormat::Json => JsonLayer::new(service_name, writer)
             .with_filter(log_filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
