@@ -4,8 +4,8 @@
 //! logs it (the request path), about 6 % of a saturated trivial server's CPU in `perf`. Handing
 //! each line to a writer thread instead (as `tracing-appender`'s non-blocking writer does)
 //! moves the write but wakes that thread for each line when the service is not saturated,
-//! which measured *more* CPU per request at half load (47 vs 40 µs per request at 15,000
-//! requests/s; see `BENCHMARKS.md`).
+//! which measured *more* CPU per request than writing each line directly (48.2 against 40.2 µs
+//! per request at 15,000 requests/s with `bench/ab.sh`; see `BENCHMARKS.md`).
 //!
 //! [`BatchedWriter`] appends each line to a shared buffer under a mutex (a copy, no system
 //! call) and writes the buffer out:

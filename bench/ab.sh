@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/ab.sh — two builds of overhead-server, instrumented, side by side: the wall-clock
+# before/after of a change in crates/telemetry (bench/callgrind.sh counts instructions, which
+# miss system calls and wake-ups; this measures CPU time and throughput).
+#
+# Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
+#        SAT_DURATION=8 ROUNDS=3 A_NAME=A B_NAME=B; server pinned to core 1, load and OTLP
+#        receiver to core 0; A_NAME/B_NAME name the builds in the report, e.g. their commits)
+#
+# Build the two binaries first, e.g.:
+#   git stash && cargo build --release -p overhead && cp target/release/overhead-server /tmp/A
+#   git stash pop && cargo build --release -p overhead && cp target/release/overhead-server /tmp/B
+#   bench/ab.sh /tmp/A /tmp/B
+#
+# Per round, A and B alternate (odd rounds A first), each on a fresh server with a live OTLP
+# receiver: GET /$ROUTE open loop at RATE requests/s for DURATION s after a 1 s warm-up (the
+# server's CPU µs per request from /proc/<pid>/stat, p50 and p99), then saturated with wrk for
+# SAT_DURATION s (requests/s). Prints every run and the medians, and writes
+# bench/results/ab-<UTC stamp>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+case "${1:-}" in -h|--help|"") sed -n '2,19p' "$0"; exit 0 ;; esac
+[ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
+A=$(realpath "$1") B=$(realpath "$2")
+ROUTE=${ROUTE:-trivial}
+RATE=${RATE:-15000}
+DURATION=${DURATION:-8}
+SAT_DURATION=${SAT_DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+A_NAME=${A_NAME:-A}
+B_NAME=${B_NAME:-B}
+WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+APP_PORT=${APP_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19080}
+GRPC_PORT=${GRPC_PORT:-14317}
+STATS_PORT=${STATS_PORT:-14318}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+CLK_TCK=$(getconf CLK_TCK)
+OUT=$(mktemp -d)
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for b in "$A" "$B" "$BIN/overhead-collector" "$BIN/overhead-load"; do
+    [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead)"
+done
+
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
+wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+
+taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+
+# run LABEL BINARY -> "cpu_us_per_request p50_us p99_us saturated_rps"
+run() {
+    local label=$1 bin=$2
+    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
+        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
+        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
+        taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
+        --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
+        >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "$label did not start: $(cat "$OUT/$label.stderr")"
+    local t0 t1
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
+        --rate "$RATE" --duration "${DURATION}s" --warmup 1s >"$OUT/$label.json"
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    local sat
+    sat=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" "http://127.0.0.1:$APP_PORT/$ROUTE" |
+        awk '/^Requests\/sec:/ {print $2}')
+    [ -n "$sat" ] || die "wrk gave no rate for $label"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    local f=$OUT/$label.json
+    [ "$(jq -r '.errors + .non_2xx + .unfinished' "$f")" = 0 ] || log "warning: $label had failed requests: $(cat "$f")"
+    # Warm-up requests are served inside the CPU window too.
+    awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jq -r '.scheduled' "$f")" -v w="$RATE" \
+        -v p50="$(jq -r .p50_us "$f")" -v p99="$(jq -r .p99_us "$f")" -v sat="$sat" \
+        'BEGIN {printf "%.2f %.0f %.0f %.0f\n", c / hz * 1e6 / (n + w), p50, p99, sat}'
+}
+
+ROWS=$OUT/rows.tsv
+for round in $(seq "$ROUNDS"); do
+    order="A B"; [ $((round % 2)) = 0 ] && order="B A"
+    for which in $order; do
+        bin=$A; [ "$which" = B ] && bin=$B
+        log "round $round/$ROUNDS: $which"
+        printf '%s\t%s\t%s\n' "$round" "$which" "$(run "$which-$round" "$bin" | tr ' ' '\t')" >>"$ROWS"
+    done
+done
+
+median() { sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+col() { awk -F'\t' -v w="$1" -v c="$2" '$2 == w {print $c}' "$ROWS" | median; }
+REPORT=$ROOT/bench/results/ab-$STAMP.md
+mkdir -p "$ROOT/bench/results"
+{
+    echo "### A/B: \`bench/ab.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD))"
+    echo
+    echo "A = $A_NAME (\`$A\`), B = $B_NAME (\`$B\`); GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s,"
+    echo "then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU; $ROUNDS alternated rounds, medians."
+    echo
+    echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s |"
+    echo "|---|---|---|---|---|"
+    for w in A B; do
+        name=$A_NAME; [ "$w" = B ] && name=$B_NAME
+        echo "| $w: $name | $(col "$w" 3) | $(col "$w" 4) | $(col "$w" 5) | $(col "$w" 6) |"
+    done
+    echo
+    echo "Every run (round, build, CPU µs per request, p50, p99, saturated requests/s):"
+    echo
+    echo '```text'
+    cat "$ROWS"
+    echo '```'
+} >"$REPORT"
+cat "$REPORT"
+log "done: $REPORT"
