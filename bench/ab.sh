@@ -31,19 +31,11 @@ ROUNDS=${ROUNDS:-3}
 A_NAME=${A_NAME:-A}
 B_NAME=${B_NAME:-B}
 WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
-SERVER_CPU=${SERVER_CPU:-1}
-LOAD_CPU=${LOAD_CPU:-0}
-APP_PORT=${APP_PORT:-18080}
-ADMIN_PORT=${ADMIN_PORT:-19080}
-GRPC_PORT=${GRPC_PORT:-14317}
-STATS_PORT=${STATS_PORT:-14318}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 CLK_TCK=$(getconf CLK_TCK)
 OUT=$(mktemp -d)
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 for b in "$A" "$B" "$BIN/overhead-collector" "$BIN/overhead-load"; do
     [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead)"
@@ -51,20 +43,14 @@ done
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
-wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
-taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
-    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+start_collector "$OUT/collector.out"
 
 # run LABEL BINARY -> "cpu_us_per_request p50_us p99_us saturated_rps"
 run() {
     local label=$1 bin=$2
-    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
-        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
-        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
-        taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
+    server_env
+    env -i "${SERVER_ENV[@]}" taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
         >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
     local pid=$!
@@ -76,7 +62,8 @@ run() {
         --rate "$RATE" --duration "${DURATION}s" --warmup 1s >"$OUT/$label.json"
     t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     local sat
-    sat=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" "http://127.0.0.1:$APP_PORT/$ROUTE" |
+    sat=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
+        "http://127.0.0.1:$APP_PORT/$ROUTE" |
         awk '/^Requests\/sec:/ {print $2}')
     [ -n "$sat" ] || die "wrk gave no rate for $label"
     kill -TERM "$pid"

@@ -33,19 +33,12 @@ N2=${N2:-1500}
 RATE=${RATE:-100}
 WORK_ITERATIONS=${WORK_ITERATIONS:-1000}  # GET /work: kept small, it is the same in both modes
 SERVER_ARGS=${SERVER_ARGS:-}                # e.g. --no-request-log
-SERVER_CPU=${SERVER_CPU:-1}
-LOAD_CPU=${LOAD_CPU:-0}
-APP_PORT=${APP_PORT:-18080}
-ADMIN_PORT=${ADMIN_PORT:-19080}
-GRPC_PORT=${GRPC_PORT:-14317}
-STATS_PORT=${STATS_PORT:-14318}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=$ROOT/bench/results/callgrind-$STAMP
 mkdir -p "$OUT"
 
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
 command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
 
@@ -56,28 +49,21 @@ fi
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
-wait_http() { local i; for i in $(seq "${2:-600}"); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
-taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
-    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
-PIDS+=($!)
-COLLECTOR=$!
-wait_http "http://127.0.0.1:$STATS_PORT/stats" 100 || die "the OTLP receiver did not start"
+start_collector "$OUT/collector.out"
 
 # run MODE N -> total instructions (Ir) of the server process
 run() {
     local mode=$1 n=$2 file=$OUT/callgrind.out.$1-$2
-    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
-        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
-        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
-        taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
+    server_env
+    env -i "${SERVER_ENV[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
         --callgrind-out-file="$file" \
         "$BIN/overhead-server" serve --mode "$mode" --listen "127.0.0.1:$APP_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" $SERVER_ARGS \
         >"$OUT/$mode-$n.log" 2>"$OUT/$mode-$n.valgrind" &
     local pid=$!
     PIDS+=("$pid")
-    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "overhead-server did not start under valgrind"
+    wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" 600 || die "overhead-server did not start under valgrind"
     # Count from here: start-up (its clock calibration varies from run to run) is left out.
     callgrind_control -i on "$pid" >/dev/null || die "callgrind_control could not start the count"
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
@@ -108,7 +94,7 @@ for mode in bare instrumented; do
         [ -n "${IR[$mode-$n]}" ] || die "no instruction count for $mode, $n requests"
     done
 done
-kill -TERM "$COLLECTOR" 2>/dev/null || true
+kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
 
 per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
 per_export() { awk -v a="${EXPORT[$1-$N1]}" -v b="${EXPORT[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }

@@ -29,17 +29,9 @@ ROUTE=${ROUTE:-work}
 DURATION=${DURATION:-20}
 SAT_DURATION=${SAT_DURATION:-10}
 ROUNDS=${ROUNDS:-3}
-SERVER_CPU=${SERVER_CPU:-1}
-LOAD_CPU=${LOAD_CPU:-0}
-APP_PORT=${APP_PORT:-18080}
-ADMIN_PORT=${ADMIN_PORT:-19080}
-GRPC_PORT=${GRPC_PORT:-14317}
-STATS_PORT=${STATS_PORT:-14318}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 OUT=$(mktemp -d)
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
     log "cargo build --release -p overhead"
@@ -49,15 +41,10 @@ WORK_ITERATIONS=${WORK_ITERATIONS:-$(taskset -c "$SERVER_CPU" "$BIN/overhead-ser
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
-wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
-taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
-    --stats "127.0.0.1:$STATS_PORT" >"$OUT/collector.out" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+start_collector "$OUT/collector.out"
 
 spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans; }
-TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
 # run MODE NICE: sets ROW to "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request
@@ -65,10 +52,8 @@ wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 # server is always in PIDS.
 run() {
     local before after result pid sat_rps sat_spans n
-    env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json \
-        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on \
-        OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC_PORT" \
-        TELEMETRY_EXPORT_NICE="$2" \
+    server_env
+    env -i "${SERVER_ENV[@]}" TELEMETRY_EXPORT_NICE="$2" \
         taskset -c "$SERVER_CPU" "$BIN/overhead-server" serve --mode "$1" \
         --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --work-iterations "$WORK_ITERATIONS" >"$OUT/server.log" 2>"$OUT/server.err" &

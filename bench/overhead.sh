@@ -19,7 +19,8 @@
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
 # Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
 # LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0]; ports and the rest
-# in the "Settings" block of this file (e.g. SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
+# in the "Settings" block of this file and in bench/lib.sh (e.g. SAT_DURATION=30
+# bench/overhead.sh). See bench/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
         --skip-up) SKIP_UP=1 ;;
         --skip-outage) SKIP_OUTAGE=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,22p' "$0" | grep -v '^set '; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | grep -v '^set '; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -55,16 +56,10 @@ WORK_TARGET_US=${WORK_TARGET_US:-200}
 WRK_THREADS=${WRK_THREADS:-1}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-32}
-SERVER_CPU=${SERVER_CPU:-1}         # the server's core
-LOAD_CPU=${LOAD_CPU:-0}             # wrk, overhead-load and the OTLP receiver
-APP_PORT=${APP_PORT:-18080}
-ADMIN_PORT=${ADMIN_PORT:-19080}
-GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver
-STATS_PORT=${STATS_PORT:-14318}
 DEAD_PORT=${DEAD_PORT:-14399}       # nothing listens here (collector outage)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
-TRACEPARENT="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+# Cores, ports, BIN, TRACEPARENT, log, die, wait_http, server_env.
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 RESULTS=$ROOT/bench/results
@@ -73,9 +68,6 @@ REPORT=$RESULTS/$STAMP.md
 DATA=$RAW/data.tsv
 mkdir -p "$RAW"
 : >"$DATA"
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -120,7 +112,6 @@ stop() { # pid: SIGTERM, wait (15 s), then SIGKILL
     wait "$pid" 2>/dev/null || true
     forget "$pid"
 }
-wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime + stime
@@ -133,13 +124,8 @@ collector_spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans
 start_server() {
     local mode=$1 tag=$2 endpoint=${3:-http://127.0.0.1:$GRPC_PORT}
     SERVER_LOG=$RAW/$tag.log
-    env -i PATH="$PATH" HOME="${HOME:-/root}" \
-        RUST_LOG=info LOG_FORMAT=json \
-        OTEL_SERVICE_NAME=overhead-server \
-        OTEL_TRACES_SAMPLER=parentbased_always_on \
-        OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-        OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
-        TELEMETRY_EXPORT_NICE="$TELEMETRY_EXPORT_NICE" \
+    server_env "$endpoint"
+    env -i "${SERVER_ENV[@]}" TELEMETRY_EXPORT_NICE="$TELEMETRY_EXPORT_NICE" \
         taskset -c "$SERVER_CPU" "$BIN/overhead-server" serve --mode "$mode" \
         --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --work-iterations "$WORK_ITERATIONS" >"$SERVER_LOG" 2>"$RAW/$tag.stderr" &
@@ -198,11 +184,7 @@ WORK_ITERATIONS=$(taskset -c "$SERVER_CPU" "$BIN/overhead-server" calibrate --ta
 log "GET /work = $WORK_ITERATIONS iterations (~${WORK_TARGET_US} µs on core $SERVER_CPU)"
 
 # ---------------------------------------------------------------- live OTLP receiver
-taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
-    --stats "127.0.0.1:$STATS_PORT" >"$RAW/collector.out" 2>"$RAW/collector.err" &
-COLLECTOR_PID=$!
-PIDS+=("$COLLECTOR_PID")
-wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start"
+start_collector "$RAW/collector.out" "$RAW/collector.err"
 
 order_of_round() { if [ $(($1 % 2)) = 1 ]; then echo "bare instrumented"; else echo "instrumented bare"; fi; }
 ROUTES="trivial work"

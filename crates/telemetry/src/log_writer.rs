@@ -284,30 +284,25 @@ mod tests {
     fn a_warning_is_written_at_once_with_what_came_before() {
         let out = Calls::default();
         let (writer, _guard) = BatchedWriter::new(out.clone(), 1 << 20, HOUR).unwrap();
-        let info = tracing::Metadata::new(
-            "info",
-            "t",
-            Level::INFO,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
-        let warn = tracing::Metadata::new(
-            "warn",
-            "t",
-            Level::WARN,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
+        let (info, warn) = (event_at(Level::INFO), event_at(Level::WARN));
         writer.make_writer_for(&info).write_all(b"i\n").unwrap();
         assert_eq!(out.count(), 0, "INFO waits");
         writer.make_writer_for(&warn).write_all(b"w\n").unwrap();
         assert_eq!(out.joined(), "i\nw\n");
+    }
+
+    /// The metadata of an event at `level` (from no real callsite).
+    fn event_at(level: Level) -> tracing::Metadata<'static> {
+        tracing::Metadata::new(
+            "event",
+            "t",
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        )
     }
 
     struct NoCallsite;

@@ -1,0 +1,48 @@
+# bench/lib.sh — settings and helpers shared by the bench scripts. Sourced, not run: the
+# script sets ROOT (the repository's root) first. Every setting can be overridden from the
+# environment.
+
+SERVER_CPU=${SERVER_CPU:-1}         # the server's core
+LOAD_CPU=${LOAD_CPU:-0}             # the load tools and the OTLP receiver
+APP_PORT=${APP_PORT:-18080}         # overhead-server's app listener
+ADMIN_PORT=${ADMIN_PORT:-19080}     # its /healthz and /metrics
+GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver (overhead-collector)
+STATS_PORT=${STATS_PORT:-14318}     # the receiver's GET /stats
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# Sent with every request (as the gateway's callers do): the instrumented server continues it.
+TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# wait_http URL [TRIES]: true once URL answers 2xx, polling every 0.1 s (TRIES, default 100).
+wait_http() {
+    local i
+    for i in $(seq "${2:-100}"); do
+        curl -sf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# server_env [OTLP_ENDPOINT]: sets SERVER_ENV, the whole environment of an overhead-server,
+# configured the way `faultline serve` reads it (for `env -i "${SERVER_ENV[@]}" …`). OTLP goes
+# to the live receiver unless another endpoint is given.
+server_env() {
+    SERVER_ENV=(
+        PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json
+        OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on
+        OTEL_EXPORTER_OTLP_PROTOCOL=grpc
+        OTEL_EXPORTER_OTLP_ENDPOINT="${1:-http://127.0.0.1:$GRPC_PORT}"
+    )
+}
+
+# start_collector OUT_FILE [ERR_FILE]: starts the live OTLP receiver on LOAD_CPU, adds it to the
+# script's PIDS, sets COLLECTOR_PID and waits until it answers.
+start_collector() {
+    taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+        --stats "127.0.0.1:$STATS_PORT" >"$1" 2>"${2:-$1}" &
+    COLLECTOR_PID=$!
+    PIDS+=("$COLLECTOR_PID")
+    wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start: $(tail -3 "${2:-$1}")"
+}
