@@ -5,7 +5,9 @@
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
 #        SAT_DURATION=8 ROUNDS=3 A_NAME=A B_NAME=B; server pinned to core 1, load and OTLP
-#        receiver to core 0; A_NAME/B_NAME name the builds in the report, e.g. their commits)
+#        receiver to core 0; A_NAME/B_NAME name the builds in the report, e.g. their commits;
+#        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
+#        to compare two settings of one build: bench/ab.sh BIN BIN)
 #
 # Build the two binaries first, e.g.:
 #   git stash && cargo build --release -p overhead && cp target/release/overhead-server /tmp/A
@@ -20,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-case "${1:-}" in -h|--help|"") sed -n '2,19p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help|"") sed -n '2,21p' "$0"; exit 0 ;; esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROUTE=${ROUTE:-trivial}
@@ -30,6 +32,8 @@ SAT_DURATION=${SAT_DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 A_NAME=${A_NAME:-A}
 B_NAME=${B_NAME:-B}
+A_ENV=${A_ENV:-}
+B_ENV=${B_ENV:-}
 WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
@@ -46,11 +50,12 @@ trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -r
 
 start_collector "$OUT/collector.out"
 
-# run LABEL BINARY -> "cpu_us_per_request p50_us p99_us saturated_rps"
+# run LABEL BINARY EXTRA_ENV -> "cpu_us_per_request p50_us p99_us saturated_rps"
 run() {
-    local label=$1 bin=$2
+    local label=$1 bin=$2 extra
+    read -ra extra <<<"$3"
     server_env
-    env -i "${SERVER_ENV[@]}" taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
+    env -i "${SERVER_ENV[@]}" "${extra[@]}" taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
         >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
     local pid=$!
@@ -80,9 +85,10 @@ ROWS=$OUT/rows.tsv
 for round in $(seq "$ROUNDS"); do
     order="A B"; [ $((round % 2)) = 0 ] && order="B A"
     for which in $order; do
-        bin=$A; [ "$which" = B ] && bin=$B
+        bin=$A extra=$A_ENV
+        [ "$which" = B ] && bin=$B extra=$B_ENV
         log "round $round/$ROUNDS: $which"
-        printf '%s\t%s\t%s\n' "$round" "$which" "$(run "$which-$round" "$bin" | tr ' ' '\t')" >>"$ROWS"
+        printf '%s\t%s\t%s\n' "$round" "$which" "$(run "$which-$round" "$bin" "$extra" | tr ' ' '\t')" >>"$ROWS"
     done
 done
 
@@ -93,7 +99,7 @@ mkdir -p "$ROOT/bench/results"
 {
     echo "### A/B: \`bench/ab.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD))"
     echo
-    echo "A = $A_NAME (\`$A\`), B = $B_NAME (\`$B\`); GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s,"
+    echo "A = $A_NAME (\`$A\`${A_ENV:+ with $A_ENV}), B = $B_NAME (\`$B\`${B_ENV:+ with $B_ENV}); GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s,"
     echo "then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU; $ROUNDS alternated rounds, medians."
     echo
     echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s |"

@@ -92,6 +92,13 @@ pub struct TelemetryConfig {
     pub max_queue_size: usize,
     /// `OTEL_BSP_SCHEDULE_DELAY` (milliseconds): how often a batch is sent. Default 1 s.
     pub scheduled_delay: Duration,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: the most spans (and log records) one export call
+    /// carries; a batch goes out as soon as this many wait, without waiting for
+    /// [`scheduled_delay`](Self::scheduled_delay). Default 512, as in the [SDK environment
+    /// specification](https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#batch-span-processor).
+    /// Capped at [`max_queue_size`](Self::max_queue_size). Smaller batches spread the
+    /// encoding work into shorter slices, larger ones make fewer export calls.
+    pub max_export_batch_size: usize,
     /// `TELEMETRY_EXPORT_NICE` (0–19): how many steps nicer (lower CPU priority) than the
     /// service the export threads run: the `otel-export` thread that drives the OTLP
     /// connections and the SDK's batch-processor threads. Default 0, the service's own
@@ -137,6 +144,7 @@ impl TelemetryConfig {
             propagators: "tracecontext,baggage".to_owned(),
             max_queue_size: 2048,
             scheduled_delay: Duration::from_secs(1),
+            max_export_batch_size: 512,
             export_nice: 0,
             export_error_log_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
@@ -218,6 +226,16 @@ impl TelemetryConfig {
         if let Some(v) = get("OTEL_BSP_SCHEDULE_DELAY") {
             self.scheduled_delay = millis("OTEL_BSP_SCHEDULE_DELAY", v)?;
         }
+        if let Some(v) = get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
+            self.max_export_batch_size = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", v, "a positive integer")
+                })?;
+        }
         if let Some(v) = get("TELEMETRY_EXPORT_NICE") {
             self.export_nice = v
                 .trim()
@@ -277,6 +295,7 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(!c.sdk_disabled);
         assert_eq!(c.export_nice, 0);
+        assert_eq!(c.max_export_batch_size, 512);
     }
 
     #[test]
@@ -289,9 +308,11 @@ mod tests {
             ("OTEL_SDK_DISABLED", "TRUE"),
             ("RUST_LOG", "warn,orders=debug"),
             ("TELEMETRY_EXPORT_NICE", "5"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", " 64 "),
         ])
         .unwrap();
         assert_eq!(c.export_nice, 5);
+        assert_eq!(c.max_export_batch_size, 64);
         assert_eq!(c.service_name, "other");
         assert_eq!(c.resolved_otlp_endpoint(), "http://localhost:4318");
         assert_eq!(c.export_timeout, Duration::from_millis(250));
@@ -308,6 +329,8 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
             ("OTEL_SDK_DISABLED", "yes"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
             ("TELEMETRY_EXPORT_NICE", "20"),
             ("TELEMETRY_EXPORT_NICE", "-5"),

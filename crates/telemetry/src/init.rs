@@ -336,7 +336,7 @@ fn tracer_provider(
         ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval)
             .with_reporter(reporter)
             .with_export_nice(config.export_nice);
-    let batch_size = 512.min(config.max_queue_size);
+    let batch_size = config.max_export_batch_size.min(config.max_queue_size);
     let batch = BatchSpanProcessor::builder(observed)
         .with_batch_config(
             BatchConfigBuilder::default()
@@ -393,6 +393,7 @@ fn logger_provider(
         .with_batch_config(
             opentelemetry_sdk::logs::BatchConfigBuilder::default()
                 .with_max_queue_size(config.max_queue_size)
+                .with_max_export_batch_size(config.max_export_batch_size.min(config.max_queue_size))
                 .with_scheduled_delay(config.scheduled_delay)
                 .build(),
         )
