@@ -9,9 +9,11 @@
 //!
 //! [`BatchedWriter`] appends each line to a shared buffer under a mutex (a copy, no system
 //! call) and writes the buffer out:
-//! - when it holds [`BatchedWriter::capacity`] bytes, on the thread that filled it;
+//! - when it holds [`BatchedWriter::capacity`] bytes ([`DEFAULT_CAPACITY`] unless set), on
+//!   the thread that filled it;
 //! - at once after a `WARN` or `ERROR` line, so a warning or a failure is never held back;
-//! - every [`BatchedWriter::interval`], from a thread of its own ([`FLUSH_THREAD_NAME`]);
+//! - every interval ([`DEFAULT_INTERVAL`] unless set), from a thread of its own
+//!   ([`FLUSH_THREAD_NAME`]);
 //! - when its [`FlushGuard`] is dropped (at shutdown: [`crate::TelemetryGuard`] holds it).
 //!
 //! Lines keep their order: whoever writes the buffer out holds the output's lock from taking
