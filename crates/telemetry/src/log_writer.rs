@@ -4,8 +4,9 @@
 //! logs it (the request path), about 6 % of a saturated trivial server's CPU in `perf`. Handing
 //! each line to a writer thread instead (as `tracing-appender`'s non-blocking writer does)
 //! moves the write but wakes that thread for each line when the service is not saturated,
-//! which measured *more* CPU per request than writing each line directly (48.2 against 40.2 µs
-//! per request at 15,000 requests/s with `bench/ab.sh`; see `BENCHMARKS.md`).
+//! which measured *more* CPU per request than this writer (48.2 against 40.2 µs per request at
+//! 15,000 requests/s with `bench/ab.sh`), and more than writing each line directly (41.4 µs
+//! in another run; see `BENCHMARKS.md`).
 //!
 //! [`BatchedWriter`] appends each line to a shared buffer under a mutex (a copy, no system
 //! call) and writes the buffer out:
@@ -16,11 +17,31 @@
 //!   ([`FLUSH_THREAD_NAME`]);
 //! - when its [`FlushGuard`] is dropped (at shutdown: [`crate::TelemetryGuard`] holds it).
 //!
+//! After the guard is dropped, each line is written as it is logged, so a task that logs
+//! after shutdown loses nothing.
+//!
 //! Lines keep their order: whoever writes the buffer out holds the output's lock from taking
-//! the buffer to the end of the write. What a process loses if it is killed with `SIGKILL` (or
-//! aborts) is at most one interval of `INFO`-and-below lines.
+//! the buffer to the end of the write. What a process loses if it is killed with `SIGKILL`,
+//! aborts, or calls [`std::process::exit`] (which runs no destructors) before the guard is
+//! dropped is at most one interval of `INFO`-and-below lines: shut telemetry down before
+//! exiting.
+//!
+//! With [`crate::init_with_writer`] (instead of [`crate::init`], which does this for you):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use telemetry::log_writer::BatchedWriter;
+//! let (writer, flush) = BatchedWriter::stdout()?;
+//! let guard = telemetry::init_with_writer(telemetry::TelemetryConfig::from_env("my-service")?, writer)?;
+//! // … serve …
+//! guard.shutdown().await?;
+//! drop(flush); // writes what is still buffered; later lines are written at once
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,6 +65,9 @@ struct Shared {
     /// The output. Lock order: `output`, then `pending`.
     output: Mutex<Box<dyn Write + Send>>,
     capacity: usize,
+    /// Set when the guard is dropped: from then on every line is written at once (nothing
+    /// would write it out later).
+    unbuffered: AtomicBool,
 }
 
 impl Shared {
@@ -99,6 +123,7 @@ impl BatchedWriter {
             pending: Mutex::new(Vec::with_capacity(capacity)),
             output: Mutex::new(Box::new(output)),
             capacity,
+            unbuffered: AtomicBool::new(false),
         });
         let (stop, stopped) = mpsc::channel::<()>();
         let flusher = Arc::clone(&shared);
@@ -148,7 +173,7 @@ impl Write for LineWriter<'_> {
         let full = {
             let mut pending = lock(&shared.pending);
             pending.extend_from_slice(buf);
-            pending.len() >= shared.capacity
+            pending.len() >= shared.capacity || shared.unbuffered.load(Ordering::Acquire)
         };
         if full {
             shared.flush()?;
@@ -203,6 +228,8 @@ impl std::fmt::Debug for FlushGuard {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
+        // Lines logged from now on (a task still running after shutdown) are written at once.
+        self.shared.unbuffered.store(true, Ordering::Release);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -280,6 +307,16 @@ mod tests {
         assert_eq!(out.count(), 0);
         drop(guard);
         assert_eq!(out.joined(), "last words\n");
+    }
+
+    #[test]
+    fn after_the_guard_is_dropped_lines_are_written_at_once() {
+        let out = Calls::default();
+        let (writer, guard) = BatchedWriter::new(out.clone(), 1 << 20, HOUR).unwrap();
+        writer.make_writer().write_all(b"before\n").unwrap();
+        drop(guard);
+        writer.make_writer().write_all(b"after shutdown\n").unwrap();
+        assert_eq!(out.joined(), "before\nafter shutdown\n");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `timestamp` | RFC 3339, UTC, microseconds (`2026-11-29T10:42:00.123456Z`) |
+//! | `timestamp` | RFC 3339, UTC, always six fractional digits (`2026-11-29T10:42:00.123400Z`) |
 //! | `level` | `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` |
 //! | `target` | the `tracing` target (module path unless set) |
 //! | `message` | the formatted message |
@@ -26,7 +26,6 @@ use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
 use std::io::Write as _;
-use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -198,15 +197,8 @@ impl JsonFormat {
         line.push(Cow::Borrowed("target"), |b| {
             write_json_str(b, meta.target())
         });
-        let now = time::OffsetDateTime::now_utc();
-        let now = now
-            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now);
         let start = line.values.len();
-        line.values.push(b'"');
-        now.format_into(&mut line.values, &Rfc3339)
-            .map_err(|_| fmt::Error)?;
-        line.values.push(b'"');
+        write_timestamp(&mut line.values, time::OffsetDateTime::now_utc());
         line.entry(Cow::Borrowed("timestamp"), start);
         if let Some(id) = trace_id {
             line.push(Cow::Borrowed("trace_id"), |b| write_hex_str(b, &id));
@@ -366,6 +358,25 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
+/// `t` as a JSON string in RFC 3339, UTC, with exactly six fractional digits
+/// (`"2026-11-29T10:42:00.123400Z"`): fixed width, so lines sort by time as text.
+fn write_timestamp(out: &mut Vec<u8>, t: time::OffsetDateTime) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!(
+            "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ),
+    );
+}
+
 /// `value`'s `Display`, unquoted (numbers).
 fn write_display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
     let _ = std::io::Write::write_fmt(out, format_args!("{value}"));
@@ -409,6 +420,7 @@ mod tests {
     use serde_json::{Map, Value};
     use std::io;
     use std::sync::{Arc, Mutex};
+    use time::format_description::well_known::Rfc3339;
     use tracing_subscriber::layer::SubscriberExt;
 
     #[derive(Clone, Default)]
@@ -660,6 +672,21 @@ mod tests {
             time::OffsetDateTime::parse(ts.as_str().unwrap(), &Rfc3339).expect("RFC 3339");
         }
         assert_eq!(new.lines().count(), reference.lines().count());
+    }
+
+    #[test]
+    fn timestamps_always_have_six_fractional_digits() {
+        // 2026-11-29T19:56:00.6447Z: RFC 3339 formatters drop the trailing zeros.
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_795_982_160_644_700_000).unwrap();
+        let mut out = Vec::new();
+        write_timestamp(&mut out, t);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "\"2026-11-29T19:56:00.644700Z\"");
+        let parsed = time::OffsetDateTime::parse(text.trim_matches('"'), &Rfc3339).unwrap();
+        assert_eq!(parsed, t);
+        let mut whole = Vec::new();
+        write_timestamp(&mut whole, t.replace_nanosecond(0).unwrap());
+        assert_eq!(whole, b"\"2026-11-29T19:56:00.000000Z\"");
     }
 
     #[test]
