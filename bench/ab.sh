@@ -4,14 +4,15 @@
 # miss system calls and wake-ups; this measures CPU time and throughput).
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
-#        SAT_DURATION=8 ROUNDS=3 A_NAME=A B_NAME=B; server pinned to core 1, load and OTLP
-#        receiver to core 0; A_NAME/B_NAME name the builds in the report, e.g. their commits;
+#        SAT_DURATION=8 ROUNDS=3; server pinned to core 1, load and OTLP receiver to core 0;
+#        A_NAME/B_NAME name the builds in the report, e.g. their commits;
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
 #        to compare two settings of one build: bench/ab.sh BIN BIN)
 #
-# Build the two binaries first, e.g.:
-#   git stash && cargo build --release -p overhead && cp target/release/overhead-server /tmp/A
-#   git stash pop && cargo build --release -p overhead && cp target/release/overhead-server /tmp/B
+# Build the two binaries first, e.g. A from a commit (in a worktree) and B from this tree:
+#   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p overhead)
+#   cp /tmp/base/target/release/overhead-server /tmp/A
+#   cargo build --release -p overhead && cp "${CARGO_TARGET_DIR:-target}"/release/overhead-server /tmp/B
 #   bench/ab.sh /tmp/A /tmp/B
 #
 # Per round, A and B alternate (odd rounds A first), each on a fresh server with a live OTLP
@@ -22,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-case "${1:-}" in -h|--help|"") sed -n '2,21p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help|"") sed -n '2,22p' "$0"; exit 0 ;; esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROUTE=${ROUTE:-trivial}
@@ -30,8 +31,8 @@ RATE=${RATE:-15000}
 DURATION=${DURATION:-8}
 SAT_DURATION=${SAT_DURATION:-8}
 ROUNDS=${ROUNDS:-3}
-A_NAME=${A_NAME:-A}
-B_NAME=${B_NAME:-B}
+A_NAME=${A_NAME:-}
+B_NAME=${B_NAME:-}
 A_ENV=${A_ENV:-}
 B_ENV=${B_ENV:-}
 WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
@@ -48,37 +49,48 @@ done
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
 
+require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
-# run LABEL BINARY EXTRA_ENV -> "cpu_us_per_request p50_us p99_us saturated_rps"
+spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
+
+# run LABEL BINARY EXTRA_ENV: sets ROW to "cpu_us_per_request p50_us p99_us saturated_rps
+# spans_per_request". Runs in the main shell (not in `$(…)`), so that `die` stops the script
+# and the server is always in PIDS.
 run() {
-    local label=$1 bin=$2 extra
+    local label=$1 bin=$2 extra pid t0 t1 sat spans0 served
     read -ra extra <<<"$3"
     server_env
-    env -i "${SERVER_ENV[@]}" "${extra[@]}" taskset -c "$SERVER_CPU" "$bin" serve --mode instrumented --listen "127.0.0.1:$APP_PORT" \
-        --admin-listen "127.0.0.1:$ADMIN_PORT" --work-iterations "$WORK_ITERATIONS" \
-        >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
-    local pid=$!
+    spans0=$(spans)
+    env -i "${SERVER_ENV[@]}" "${extra[@]}" taskset -c "$SERVER_CPU" "$bin" serve \
+        --mode instrumented --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+        --work-iterations "$WORK_ITERATIONS" >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
+    pid=$!
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "$label did not start: $(cat "$OUT/$label.stderr")"
-    local t0 t1
+    # Answered, but by this server? (another process on the port would be measured instead)
+    kill -0 "$pid" 2>/dev/null || die "$label exited: $(cat "$OUT/$label.stderr")"
     t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
-        --rate "$RATE" --duration "${DURATION}s" --warmup 1s >"$OUT/$label.json"
+        --rate "$RATE" --duration "${DURATION}s" --warmup 1s >"$OUT/$label.json" ||
+        die "overhead-load failed for $label"
     t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    local sat
-    sat=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
-        "http://127.0.0.1:$APP_PORT/$ROUTE" |
-        awk '/^Requests\/sec:/ {print $2}')
-    [ -n "$sat" ] || die "wrk gave no rate for $label"
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
+        "http://127.0.0.1:$APP_PORT/$ROUTE" >"$OUT/$label.wrk" || die "wrk failed for $label"
+    sat=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$label.wrk")
+    [ -n "$sat" ] || die "wrk gave no rate for $label: $(cat "$OUT/$label.wrk")"
     kill -TERM "$pid"
     wait "$pid" || true
+    sleep 1 # the last batch reaches the receiver
     local f=$OUT/$label.json
     [ "$(jq -r '.errors + .non_2xx + .unfinished' "$f")" = 0 ] || log "warning: $label had failed requests: $(cat "$f")"
+    # Every request the server answered: warm-up, measured, saturated.
+    served=$(($(jq -r '.ok + .non_2xx' "$f") + RATE + $(awk '/requests in/ {print $1}' "$OUT/$label.wrk")))
     # Warm-up requests are served inside the CPU window too.
-    awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jq -r '.scheduled' "$f")" -v w="$RATE" \
+    ROW=$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jq -r '.scheduled' "$f")" -v w="$RATE" \
         -v p50="$(jq -r .p50_us "$f")" -v p99="$(jq -r .p99_us "$f")" -v sat="$sat" \
-        'BEGIN {printf "%.2f %.0f %.0f %.0f\n", c / hz * 1e6 / (n + w), p50, p99, sat}'
+        -v s="$(($(spans) - spans0))" -v served="$served" \
+        'BEGIN {printf "%.2f\t%.0f\t%.0f\t%.0f\t%.3f", c / hz * 1e6 / (n + w), p50, p99, sat, s / served}')
 }
 
 ROWS=$OUT/rows.tsv
@@ -88,7 +100,8 @@ for round in $(seq "$ROUNDS"); do
         bin=$A extra=$A_ENV
         [ "$which" = B ] && bin=$B extra=$B_ENV
         log "round $round/$ROUNDS: $which"
-        printf '%s\t%s\t%s\n' "$round" "$which" "$(run "$which-$round" "$bin" "$extra" | tr ' ' '\t')" >>"$ROWS"
+        run "$which-$round" "$bin" "$extra"
+        printf '%s\t%s\t%s\n' "$round" "$which" "$ROW" >>"$ROWS"
     done
 done
 
@@ -97,19 +110,25 @@ col() { awk -F'\t' -v w="$1" -v c="$2" '$2 == w {print $c}' "$ROWS" | median; }
 REPORT=$ROOT/bench/results/ab-$STAMP.md
 mkdir -p "$ROOT/bench/results"
 {
-    echo "### A/B: \`bench/ab.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD))"
+    echo "### A/B: \`bench/ab.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), run from a checkout at $(git rev-parse --short HEAD))"
     echo
-    echo "A = $A_NAME (\`$A\`${A_ENV:+ with $A_ENV}), B = $B_NAME (\`$B\`${B_ENV:+ with $B_ENV}); GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s,"
-    echo "then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU; $ROUNDS alternated rounds, medians."
+    echo "- A: ${A_NAME:+$A_NAME, }\`$A\`${A_ENV:+ with \`$A_ENV\`}"
+    echo "- B: ${B_NAME:+$B_NAME, }\`$B\`${B_ENV:+ with \`$B_ENV\`}"
+    echo "- GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s (after 1 s of warm-up),"
+    echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU."
+    echo "- Rounds: $ROUNDS, alternated (odd rounds A first); medians."
     echo
-    echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s |"
-    echo "|---|---|---|---|---|"
+    echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s | spans received per request |"
+    echo "|---|---|---|---|---|---|"
     for w in A B; do
         name=$A_NAME; [ "$w" = B ] && name=$B_NAME
-        echo "| $w: $name | $(col "$w" 3) | $(col "$w" 4) | $(col "$w" 5) | $(col "$w" 6) |"
+        echo "| $w${name:+: $name} | $(col "$w" 3) | $(col "$w" 4) | $(col "$w" 5) | $(col "$w" 6) | $(col "$w" 7) |"
     done
     echo
-    echo "Every run (round, build, CPU µs per request, p50, p99, saturated requests/s):"
+    echo "Spans received per request below 1: that build dropped spans (a full export queue), so it did"
+    echo "less export work than complete traces cost."
+    echo
+    echo "Every run (round, build, CPU µs per request, p50, p99, saturated requests/s, spans per request):"
     echo
     echo '```text'
     cat "$ROWS"

@@ -50,9 +50,12 @@ fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
 
+require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
-# run MODE N -> total instructions (Ir) of the server process
+# run MODE N: sets RUN_IR and RUN_BACKGROUND, the instructions (Ir) of the whole server process
+# and of telemetry's background threads. Runs in the main shell (not in `$(…)`), so that `die`
+# stops the script and the server is always in PIDS.
 run() {
     local mode=$1 n=$2 file=$OUT/callgrind.out.$1-$2
     server_env
@@ -64,6 +67,8 @@ run() {
     local pid=$!
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" 600 || die "overhead-server did not start under valgrind"
+    # Answered, but by this server? (another process on the port would be measured instead)
+    kill -0 "$pid" 2>/dev/null || die "overhead-server exited: $(tail -5 "$OUT/$mode-$n.valgrind")"
     # Count from here: start-up (its clock calibration varies from run to run) is left out.
     callgrind_control -i on "$pid" >/dev/null || die "callgrind_control could not start the count"
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
@@ -83,15 +88,16 @@ run() {
             export=$((export + ir))
         fi
     done
-    echo "$all $export"
+    RUN_IR=$all RUN_BACKGROUND=$export
 }
 
 declare -A IR EXPORT
 for mode in bare instrumented; do
     for n in $N1 $N2; do
         log "callgrind: $mode, $n requests of /$ROUTE"
-        read -r "IR[$mode-$n]" "EXPORT[$mode-$n]" < <(run "$mode" "$n")
-        [ -n "${IR[$mode-$n]}" ] || die "no instruction count for $mode, $n requests"
+        run "$mode" "$n"
+        [ -n "$RUN_IR" ] && [ "$RUN_IR" -gt 0 ] || die "no instruction count for $mode, $n requests"
+        IR[$mode-$n]=$RUN_IR EXPORT[$mode-$n]=$RUN_BACKGROUND
     done
 done
 kill -TERM "$COLLECTOR_PID" 2>/dev/null || true

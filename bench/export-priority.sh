@@ -42,6 +42,7 @@ WORK_ITERATIONS=${WORK_ITERATIONS:-$(taskset -c "$SERVER_CPU" "$BIN/overhead-ser
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
 
+require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
 spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans; }

@@ -15,6 +15,18 @@ TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# port_free PORT: true when nothing listens on 127.0.0.1:PORT.
+# require_free_ports PORT…: stops the script if something already listens on one of them
+# (its answers would be measured instead of the server under test).
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+require_free_ports() {
+    local p
+    for p in "$@"; do
+        port_free "$p" ||
+            die "port $p is in use (another benchmark running? override with the *_PORT variables)"
+    done
+}
+
 # wait_http URL [TRIES]: true once URL answers 2xx, polling every 0.1 s (TRIES, default 100).
 wait_http() {
     local i

@@ -87,10 +87,7 @@ done
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 cores (one for the server, one for the load)"
 [ "$(nproc --all)" -eq 2 ] || log "note: $(nproc --all) cores; only cores $SERVER_CPU and $LOAD_CPU are used"
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $APP_PORT $ADMIN_PORT $GRPC_PORT $STATS_PORT $DEAD_PORT; do
-    port_free "$p" || die "port $p is in use (override with the *_PORT variables)"
-done
+require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT" "$DEAD_PORT"
 
 # ---------------------------------------------------------------- processes
 PIDS=()
