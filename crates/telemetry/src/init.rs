@@ -112,9 +112,9 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
     Ok(guard)
 }
 
-/// [`init`], writing log lines to `writer` instead of stdout (a file, a non-blocking writer
-/// from `tracing-appender`, or a buffer in a test). Each line is written to `writer` on the
-/// thread that logs it.
+/// [`init`], writing log lines to `writer` instead of stdout (a file, a
+/// [`BatchedWriter`](crate::log_writer::BatchedWriter) around one, or a buffer in a test).
+/// Each line is written to `writer` on the thread that logs it.
 ///
 /// # Errors
 /// As [`init`].
