@@ -9,11 +9,13 @@
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
 #        to compare two settings of one build: bench/ab.sh BIN BIN)
 #
-# Build the two binaries first, e.g. A from a commit (in a worktree) and B from this tree:
-#   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p overhead)
-#   cp /tmp/base/target/release/overhead-server /tmp/A
+# Build the two binaries first, e.g. A from a commit (in a worktree, with a target dir of its
+# own: sharing one lets cargo hand this tree A's binary as "fresh") and B from this tree:
+#   git worktree add /tmp/base <commit>
+#   (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release -p overhead)
+#   cp /tmp/base-target/release/overhead-server /tmp/A
 #   cargo build --release -p overhead && cp "${CARGO_TARGET_DIR:-target}"/release/overhead-server /tmp/B
-#   bench/ab.sh /tmp/A /tmp/B
+#   bench/ab.sh /tmp/A /tmp/B    (overhead-load and overhead-collector: from this tree's build)
 #
 # Per round, A and B alternate (odd rounds A first), each on a fresh server with a live OTLP
 # receiver: GET /$ROUTE open loop at RATE requests/s for DURATION s after a 1 s warm-up (the
@@ -23,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-case "${1:-}" in -h|--help|"") sed -n '2,22p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help|"") sed -n '2,24p' "$0"; exit 0 ;; esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROUTE=${ROUTE:-trivial}

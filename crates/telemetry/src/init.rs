@@ -478,8 +478,10 @@ impl TelemetryGuard {
     /// configured [`shutdown_timeout`](TelemetryConfig::shutdown_timeout) (plus scheduling).
     ///
     /// # Errors
-    /// [`ShutdownError`] when a flush failed or timed out (the collector is unreachable, say);
-    /// telemetry is shut down either way.
+    /// [`ShutdownError`] when a provider's flush or shutdown failed or timed out; telemetry is
+    /// shut down either way. An export that fails during the flush (no collector listening,
+    /// say) is not an error here: the SDK counts and logs it like any failed export
+    /// (`otel_sdk_exporter_span_exported_total{error_type}` and a `WARN` line).
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
         if let Some(m) = &self.metrics {
             m.stop_upkeep();
