@@ -582,17 +582,7 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
 /// Now as RFC 3339 UTC with a fixed width (`2026-11-29T09:41:07.123456Z`), so that timestamps
 /// stored as text sort in time order.
 pub(crate) fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    telemetry::logging::Rfc3339Micros::now().to_string()
 }
 
 #[cfg(test)]

@@ -358,14 +358,26 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
-/// `t` as a JSON string in RFC 3339, UTC, with exactly six fractional digits
-/// (`"2026-11-29T10:42:00.123400Z"`): fixed width, so lines sort by time as text.
-fn write_timestamp(out: &mut Vec<u8>, t: time::OffsetDateTime) {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!(
-            "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+/// A timestamp written as RFC 3339 in UTC with exactly six fractional digits
+/// (`2026-11-29T10:42:00.123400Z`): fixed width, so timestamps stored or logged as text sort in
+/// time order (`time`'s RFC 3339 formatter drops trailing zeros). The JSON lines' `timestamp`
+/// uses it; so can anything else that stores time as text.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339Micros(pub time::OffsetDateTime);
+
+impl Rfc3339Micros {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(time::OffsetDateTime::now_utc())
+    }
+}
+
+impl fmt::Display for Rfc3339Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0.to_offset(time::UtcOffset::UTC);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
             t.year(),
             u8::from(t.month()),
             t.day(),
@@ -373,8 +385,13 @@ fn write_timestamp(out: &mut Vec<u8>, t: time::OffsetDateTime) {
             t.minute(),
             t.second(),
             t.microsecond()
-        ),
-    );
+        )
+    }
+}
+
+/// `t` as a JSON string ([`Rfc3339Micros`]).
+fn write_timestamp(out: &mut Vec<u8>, t: time::OffsetDateTime) {
+    let _ = std::io::Write::write_fmt(out, format_args!("\"{}\"", Rfc3339Micros(t)));
 }
 
 /// `value`'s `Display`, unquoted (numbers).
