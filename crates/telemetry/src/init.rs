@@ -85,10 +85,10 @@ pub struct ShutdownError(String);
 /// Initialises tracing, logs, metrics and propagation for the whole process.
 ///
 /// - installs the global `tracing` subscriber: log lines to stdout ([`LogFormat`], filtered by
-///   `RUST_LOG`, written in batches by [`crate::log_writer::BatchedWriter`]), spans to OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and
-///   events to OTLP logs (minus the exporter's own transport); events at
-///   [`TelemetryConfig::span_event_level`] and above (default WARN) are also recorded as span
-///   events, so a trace viewer shows the warnings and errors inside their spans, while the
+///   `RUST_LOG`, written in batches by [`crate::log_writer::BatchedWriter`]), spans to
+///   OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and events to OTLP logs
+///   (minus the exporter's own transport); events at [`TelemetryConfig::span_event_level`] and
+///   above (default WARN) are also recorded as span events, so a trace viewer shows the warnings and errors inside their spans, while the
 ///   routine `info` lines are not written a third time;
 /// - builds the OTLP span and log pipelines (batch export off the request path, bounded queue,
 ///   failures counted and logged at most once per interval; see [`crate::export`]);
