@@ -88,8 +88,9 @@ pub struct ShutdownError(String);
 ///   `RUST_LOG`, written in batches by [`crate::log_writer::BatchedWriter`]), spans to
 ///   OpenTelemetry (filtered by [`TelemetryConfig::span_filter`]), and events to OTLP logs
 ///   (minus the exporter's own transport); events at [`TelemetryConfig::span_event_level`] and
-///   above (default WARN) are also recorded as span events, so a trace viewer shows the warnings and errors inside their spans, while the
-///   routine `info` lines are not written a third time;
+///   above (default WARN) are also recorded as span events, so a trace viewer shows the
+///   warnings and errors inside their spans, while the routine `info` lines are not written a
+///   third time;
 /// - builds the OTLP span and log pipelines (batch export off the request path, bounded queue,
 ///   failures counted and logged at most once per interval; see [`crate::export`]);
 /// - sets the global propagator from `OTEL_PROPAGATORS` (strict W3C parsers, see
