@@ -79,12 +79,31 @@ pub async fn wait_for(service: &mut Service, url: &str) {
     }
 }
 
+/// A port nothing listens on now, for a service this test starts in a moment.
+///
+/// Taken from 20000–31999, below Linux's ephemeral range (32768–60999 by default): a port the
+/// kernel hands out for `bind(0)` is also one it may give an outgoing connection of a test
+/// running in parallel before the service binds it ("Address already in use" at start-up).
+/// Each call moves on to the next port, from a per-process start, so two calls never return
+/// the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}–{}", FIRST + COUNT - 1)
 }
 
 /// Starts orders, fulfillment and gateway as separate processes; waits for `/readyz` (or only
