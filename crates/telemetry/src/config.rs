@@ -216,25 +216,13 @@ impl TelemetryConfig {
             self.propagators = v;
         }
         if let Some(v) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
-            self.max_queue_size = v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid("OTEL_BSP_MAX_QUEUE_SIZE", v, "a positive integer"))?;
+            self.max_queue_size = positive("OTEL_BSP_MAX_QUEUE_SIZE", v)?;
         }
         if let Some(v) = get("OTEL_BSP_SCHEDULE_DELAY") {
             self.scheduled_delay = millis("OTEL_BSP_SCHEDULE_DELAY", v)?;
         }
         if let Some(v) = get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
-            self.max_export_batch_size = v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", v, "a positive integer")
-                })?;
+            self.max_export_batch_size = positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", v)?;
         }
         if let Some(v) = get("TELEMETRY_EXPORT_NICE") {
             self.export_nice = v
@@ -263,6 +251,16 @@ fn invalid(variable: &'static str, value: String, expected: &'static str) -> Con
         value,
         expected,
     }
+}
+
+/// A positive integer (surrounding spaces allowed).
+fn positive(variable: &'static str, value: String) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid(variable, value, "a positive integer"))
 }
 
 fn millis(variable: &'static str, value: String) -> Result<Duration, ConfigError> {
