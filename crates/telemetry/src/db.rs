@@ -147,10 +147,12 @@ where
         record(operation, class, start);
         return result;
     }
+    // A `&str`, not a `%` (Display) field: the OpenTelemetry layer formats those anew.
+    let name = [operation.operation, " ", operation.collection].concat();
     let span = tracing::info_span!(
         target: "telemetry::db",
         "database call",
-        otel.name = %format_args!("{} {}", operation.operation, operation.collection),
+        otel.name = name.as_str(),
         otel.kind = "client",
         db.system.name = operation.system,
         db.operation.name = operation.operation,
