@@ -11,7 +11,9 @@ use opentelemetry_sdk::resource::{
     EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
 };
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing::span;
 use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -315,9 +317,10 @@ fn span_events(
 }
 
 /// Hands `inner` the events whose target starts with none of `excluded`: the match of an
-/// `h2=off` directive (a prefix, so `hyper` also covers `hyper_util`). A layer of its own rather
-/// than a per-layer filter, so that it adds no per-span work; it only forwards events, so it
-/// wraps only layers that need nothing else (the OTLP log bridge).
+/// `h2=off` directive (a prefix, so `hyper` also covers `hyper_util`, and `opentelemetry` the
+/// SDK crates' internal events, whose targets are their package names, hyphens included).
+/// Every other callback goes to `inner` unchanged. A layer rather than a per-layer filter, so
+/// that it adds no per-span work of its own.
 struct ExcludeTargets<L> {
     inner: L,
     excluded: Vec<&'static str>,
@@ -328,10 +331,60 @@ where
     L: Layer<S>,
     S: tracing::Subscriber,
 {
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
         let target = event.metadata().target();
         if !self.excluded.iter().any(|t| target.starts_with(t)) {
             self.inner.on_event(event, ctx);
+        }
+    }
+
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
+    }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.inner.register_callsite(metadata)
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(metadata, ctx)
+    }
+    fn event_enabled(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.event_enabled(event, ctx)
+    }
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        self.inner.on_record(id, values, ctx);
+    }
+    fn on_follows_from(&self, id: &span::Id, follows: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(id, follows, ctx);
+    }
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+    fn on_id_change(&self, old: &span::Id, new: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
+    }
+    // SAFETY: returns `self` for its own type id, else what `inner` returns for the id (a
+    // pointer into `inner`, which lives as long as `self`), as `Layered` does.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else {
+            // SAFETY: the caller's contract is passed on unchanged.
+            unsafe { self.inner.downcast_raw(id) }
         }
     }
 }

@@ -98,3 +98,90 @@ pub async fn get(
         String::from_utf8_lossy(&bytes).into_owned(),
     )
 }
+
+impl LogCapture {
+    /// Everything written so far, as text (for the `pretty` format).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Initialises telemetry in `format` with the exporter's transport logged at `trace`, logs
+/// from the exporter's own targets and from the app (one event inside a span), flushes, and
+/// checks that every event is a log line while only the app's are OTLP log records, the one
+/// inside the span with its trace id. `init` installs process-wide state: one call per test
+/// binary.
+pub async fn exporter_targets_are_log_lines_but_never_otlp_records(format: telemetry::LogFormat) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let collector = fake_collector::FakeCollector::start().await;
+    let logs = LogCapture::default();
+    let mut config = telemetry::TelemetryConfig::new("log-targets");
+    config.otlp_endpoint = Some(collector.grpc_endpoint());
+    config.scheduled_delay = std::time::Duration::from_millis(50);
+    config.log_format = format;
+    config.ansi = false;
+    // The case the exclusion exists for: the exporter's transport logging about the export.
+    config.log_filter = "info,h2=trace,tonic=trace,hyper=trace,tower=trace".into();
+    let guard = telemetry::init_with_writer(config, logs.clone()).expect("init");
+
+    tracing::info!(target: "h2::codec", "from h2");
+    tracing::info!(target: "hyper_util::client", "from hyper_util");
+    tracing::info!(target: "opentelemetry_sdk", "from the sdk");
+    // The SDK crates' internal events have their package name as target, hyphens included.
+    tracing::warn!(target: "opentelemetry-otlp", "from the otlp crate");
+    tracing::warn!(target: telemetry::export::EXPORT_LOG_TARGET, "from the exporter");
+    // The rule of a `tower=off` directive: a prefix, so `tower_http` is excluded as well; a
+    // target that merely contains an excluded one is not.
+    tracing::info!(target: "tower_http::trace", "from tower_http");
+    tracing::info!(target: "app::h2", "from the app");
+    tracing::debug!(target: "app", "below the filter");
+    let trace_id = {
+        let span = tracing::info_span!("work");
+        let _entered = span.enter();
+        tracing::info!(target: "app", "inside a span");
+        span.context().span().span_context().trace_id().to_string()
+    };
+    // Export traffic while the transport logs at `trace`: its lines must not come back as
+    // records of the next export.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    guard.shutdown().await.expect("flush");
+
+    let text = logs.text();
+    for message in [
+        "from h2",
+        "from hyper_util",
+        "from the sdk",
+        "from the otlp crate",
+        "from the exporter",
+        "from tower_http",
+        "from the app",
+        "inside a span",
+    ] {
+        assert!(text.contains(message), "{message}: not logged\n{text}");
+    }
+    assert!(!text.contains("below the filter"), "{text}");
+    assert!(
+        text.contains("h2::") || text.contains("tonic::"),
+        "the export's own transport logged nothing at trace: the test exercised no real transport events"
+    );
+
+    // Records are grouped by scope (the event's target) for export: compare them sorted.
+    let mut records = collector.logs();
+    records.sort_by(|a, b| a.body.cmp(&b.body));
+    let bodies: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["from the app", "inside a span"],
+        "OTLP log records"
+    );
+    assert!(
+        records[0].trace_id.is_empty(),
+        "outside a span, no trace id"
+    );
+    assert_eq!(
+        records[1].trace_id, trace_id,
+        "the record carries its span's trace id"
+    );
+}
