@@ -210,7 +210,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let _ = guard.shutdown().await;
         return Err(e);
     }
-    print_banner(&dir, started.elapsed(), &args);
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .unwrap_or_else(|_| "http://localhost:4317".into());
+    let otlp_listening = otlp_receiver_listens(&otlp).await;
+    print_banner(&dir, started.elapsed(), &args, &otlp, otlp_listening);
 
     let load = (!args.no_load).then(|| {
         let load_args = crate::load::LoadArgs {
@@ -262,6 +265,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(exit)
 }
 
+/// Whether something accepts TCP connections at the host and port of `endpoint` (an OTLP
+/// endpoint URL such as `http://localhost:4317`), within 300 ms. Only for the banner's advice:
+/// the services export (or count their failures) either way.
+async fn otlp_receiver_listens(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect((host, port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
     #[cfg(unix)]
@@ -272,7 +303,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
+fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &str, otlp_listening: bool) {
     let rel = |p: PathBuf| {
         std::env::current_dir()
             .ok()
@@ -296,9 +327,13 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
             rel(dir.join("logs").join(format!("{}.log", service.name())))
         );
     }
-    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .unwrap_or_else(|_| "http://localhost:4317".into());
-    println!("\n  traces and logs  OTLP to {otlp} (start Jaeger or a collector there to see them)");
+    if otlp_listening {
+        println!("\n  traces and logs  OTLP to {otlp} (a receiver is listening there)");
+    } else {
+        println!(
+            "\n  traces and logs  OTLP to {otlp} (nothing listens there yet: start Jaeger or a collector to see them)"
+        );
+    }
     println!("  admin token      {}", rel(dir.join("admin-token")));
     if args.no_load {
         println!("  load             off (run `faultline load` in another terminal)");
@@ -314,4 +349,24 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs) {
     println!(
         "\nTry:\n  curl -si -X POST http://127.0.0.1:8080/api/orders -H 'content-type: application/json' \\\n       -d '{{\"user_id\":\"u-1\",\"items\":[{{\"sku\":\"sku-1\",\"quantity\":1}}]}}'\n  {exe} status\n  {exe} load --rps 50 --duration 30s\n  {exe} fault set orders db.slow_query --ms 800 --probability 0.3 --for 5m\n  {exe} drill start --random      (a blind incident to find; `drill list` shows them all)\n\nPress Ctrl-C to stop."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::otlp_receiver_listens;
+
+    #[tokio::test]
+    async fn the_banner_knows_whether_an_otlp_receiver_listens() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        assert!(otlp_receiver_listens(&endpoint).await, "{endpoint}");
+        drop(listener);
+        assert!(
+            !otlp_receiver_listens(&endpoint).await,
+            "{endpoint} after close"
+        );
+        assert!(!otlp_receiver_listens("not an endpoint").await);
+        assert!(!otlp_receiver_listens("/v1/traces").await, "no host");
+    }
 }
