@@ -210,10 +210,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let _ = guard.shutdown().await;
         return Err(e);
     }
-    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .unwrap_or_else(|_| "http://localhost:4317".into());
-    let otlp_listening = otlp_receiver_listens(&otlp).await;
-    print_banner(&dir, started.elapsed(), &args, &otlp, otlp_listening);
+    // Where the services export: they read the same environment (endpoint, protocol,
+    // OTEL_SDK_DISABLED) and would not have started had it been invalid.
+    let config = telemetry::TelemetryConfig::from_env("faultline").ok();
+    let otlp = if config.as_ref().is_some_and(|c| c.sdk_disabled) {
+        Otlp::Disabled
+    } else {
+        let endpoint = config.map_or_else(
+            || "http://localhost:4317".to_owned(),
+            |c| c.resolved_otlp_endpoint(),
+        );
+        let listening = otlp_receiver_listens(&endpoint).await;
+        Otlp::Endpoint {
+            endpoint,
+            listening,
+        }
+    };
+    print_banner(&dir, started.elapsed(), &args, &otlp);
 
     let load = (!args.no_load).then(|| {
         let load_args = crate::load::LoadArgs {
@@ -265,6 +278,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(exit)
 }
 
+/// Where the services send their traces and logs, for the banner.
+enum Otlp {
+    /// `OTEL_SDK_DISABLED=true`.
+    Disabled,
+    /// The endpoint the services resolve (the protocol's default port when unset), and whether
+    /// something accepted a TCP connection there.
+    Endpoint { endpoint: String, listening: bool },
+}
+
 /// Whether something accepts TCP connections at the host and port of `endpoint` (an OTLP
 /// endpoint URL such as `http://localhost:4317`), within 300 ms. Only for the banner's advice:
 /// the services export (or count their failures) either way.
@@ -303,7 +325,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &str, otlp_listening: bool) {
+fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &Otlp) {
     let rel = |p: PathBuf| {
         std::env::current_dir()
             .ok()
@@ -327,12 +349,18 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &str, otlp_list
             rel(dir.join("logs").join(format!("{}.log", service.name())))
         );
     }
-    if otlp_listening {
-        println!("\n  traces and logs  OTLP to {otlp} (a receiver is listening there)");
-    } else {
-        println!(
-            "\n  traces and logs  OTLP to {otlp} (nothing listens there yet: start Jaeger or a collector to see them)"
-        );
+    match otlp {
+        Otlp::Disabled => println!("\n  traces and logs  not exported (OTEL_SDK_DISABLED)"),
+        Otlp::Endpoint {
+            endpoint,
+            listening: true,
+        } => println!("\n  traces and logs  OTLP to {endpoint} (a receiver is listening there)"),
+        Otlp::Endpoint {
+            endpoint,
+            listening: false,
+        } => println!(
+            "\n  traces and logs  OTLP to {endpoint} (nothing listens there yet: start Jaeger or a collector to see them)"
+        ),
     }
     println!("  admin token      {}", rel(dir.join("admin-token")));
     if args.no_load {
