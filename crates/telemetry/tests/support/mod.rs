@@ -143,6 +143,8 @@ pub async fn exporter_targets_are_log_lines_but_never_otlp_records(format: telem
         tracing::info!(target: "app", "inside a span");
         span.context().span().span_context().trace_id().to_string()
     };
+    // Nor do its spans become OpenTelemetry spans.
+    tracing::info_span!(target: "h2::proto::connection", "transport span").in_scope(|| {});
     // Export traffic while the transport logs at `trace`: its lines must not come back as
     // records of the next export.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -185,4 +187,8 @@ pub async fn exporter_targets_are_log_lines_but_never_otlp_records(format: telem
         records[1].trace_id, trace_id,
         "the record carries its span's trace id"
     );
+
+    let spans: Vec<String> = collector.spans().into_iter().map(|s| s.name).collect();
+    assert!(spans.iter().any(|n| n == "work"), "{spans:?}");
+    assert!(!spans.iter().any(|n| n == "transport span"), "{spans:?}");
 }
