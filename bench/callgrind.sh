@@ -70,7 +70,7 @@ run() {
     # Answered, but by this server? (another process on the port would be measured instead)
     kill -0 "$pid" 2>/dev/null || die "overhead-server exited: $(tail -5 "$OUT/$mode-$n.valgrind")"
     # Count from here: start-up (its clock calibration varies from run to run) is left out.
-    callgrind_control -i on "$pid" >/dev/null || die "callgrind_control could not start the count"
+    callgrind_control -i on "$pid" >/dev/null 2>&1 || die "callgrind_control could not start the count"
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
         --rate "$RATE" --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN {print n / r}')s" \
         --warmup 0s --connections 4 >"$OUT/$mode-$n.load.json"

@@ -153,8 +153,9 @@ values() { awk -F'\t' -v p="$1" -v m="$2" -v r="$3" -v k="$4" '$1 == p && $2 == 
 med() { values "$@" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.3f", a / b}'; }
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN {if (v == "nan") print "n/a"; else printf "%.*f", d, v}'; }
-verdict() { # value op target
-    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+verdict() { # value op target ("n/a" under --quick: its durations measure nothing)
+    awk -v v="$1" -v op="$2" -v t="$3" -v quick="$QUICK" 'BEGIN {
+        if (quick == 1) {print "n/a (--quick)"; exit}
         if (v == "nan") {print "n/a"; exit}
         ok = (op == ">=") ? (v >= t) : (v <= t)
         print ok ? "**met**" : "**missed**" }'
@@ -375,6 +376,11 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
 {
     echo "## Instrumented vs bare (bench/overhead.sh)"
     echo
+    if [ "$QUICK" = 1 ]; then
+        echo "**QUICK RUN (\`--quick\`): it checks the harness; its short durations measure nothing,"
+        echo "so no target is judged (n/a). Run without \`--quick\` for figures.**"
+        echo
+    fi
     echo "- Date: $(date -u -d "@$START_EPOCH" '+%Y-%m-%d %H:%M UTC') ($(( (END_EPOCH - START_EPOCH) / 60 )) min $(( (END_EPOCH - START_EPOCH) % 60 )) s). Commit: $COMMIT."
     echo "- Machine: $(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)."
     echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")\` (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
