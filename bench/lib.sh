@@ -7,7 +7,8 @@ LOAD_CPU=${LOAD_CPU:-0}             # the load tools and the OTLP receiver
 APP_PORT=${APP_PORT:-18080}         # overhead-server's app listener
 ADMIN_PORT=${ADMIN_PORT:-19080}     # its /healthz and /metrics
 GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver (overhead-collector)
-STATS_PORT=${STATS_PORT:-14318}     # the receiver's GET /stats
+STATS_PORT=${STATS_PORT:-14318}     # the receiver's GET /stats, and its OTLP/HTTP
+OTLP_PROTOCOL=${OTLP_PROTOCOL:-grpc} # the servers' export protocol: grpc or http/protobuf
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 # Sent with every request (as the gateway's callers do): the instrumented server continues it.
 TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
@@ -37,15 +38,24 @@ wait_http() {
     return 1
 }
 
+# otlp_endpoint: the live receiver's endpoint for OTLP_PROTOCOL.
+otlp_endpoint() {
+    case "$OTLP_PROTOCOL" in
+        grpc) echo "http://127.0.0.1:$GRPC_PORT" ;;
+        http/protobuf) echo "http://127.0.0.1:$STATS_PORT" ;;
+        *) die "OTLP_PROTOCOL=$OTLP_PROTOCOL: the receiver speaks grpc and http/protobuf" ;;
+    esac
+}
+
 # server_env [OTLP_ENDPOINT]: sets SERVER_ENV, the whole environment of an overhead-server,
 # configured the way `faultline serve` reads it (for `env -i "${SERVER_ENV[@]}" …`). OTLP goes
-# to the live receiver unless another endpoint is given.
+# to the live receiver over OTLP_PROTOCOL unless another endpoint is given.
 server_env() {
     SERVER_ENV=(
         PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG=info LOG_FORMAT=json
         OTEL_SERVICE_NAME=overhead-server OTEL_TRACES_SAMPLER=parentbased_always_on
-        OTEL_EXPORTER_OTLP_PROTOCOL=grpc
-        OTEL_EXPORTER_OTLP_ENDPOINT="${1:-http://127.0.0.1:$GRPC_PORT}"
+        OTEL_EXPORTER_OTLP_PROTOCOL="$OTLP_PROTOCOL"
+        OTEL_EXPORTER_OTLP_ENDPOINT="${1:-$(otlp_endpoint)}"
     )
 }
 

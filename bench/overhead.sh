@@ -130,7 +130,7 @@ route_drops() {
 
 # start_server MODE TAG [OTLP_ENDPOINT] -> SERVER_PID, SERVER_LOG
 start_server() {
-    local mode=$1 tag=$2 endpoint=${3:-http://127.0.0.1:$GRPC_PORT}
+    local mode=$1 tag=$2 endpoint=${3:-$(otlp_endpoint)}
     SERVER_LOG=$RAW/$tag.log
     server_env "$endpoint"
     env -i "${SERVER_ENV[@]}" TELEMETRY_EXPORT_NICE="$TELEMETRY_EXPORT_NICE" \
@@ -328,7 +328,7 @@ outage_run() {
 }
 if [ "$SKIP_OUTAGE" = 0 ]; then
     port_free "$DEAD_PORT" || die "port $DEAD_PORT must have nothing listening"
-    outage_run outage-up "http://127.0.0.1:$GRPC_PORT"
+    outage_run outage-up "$(otlp_endpoint)"
     outage_run outage-down "http://127.0.0.1:$DEAD_PORT"
 fi
 
@@ -406,7 +406,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "  Every request carries a \`traceparent\`. GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\` (~$WORK_TARGET_US µs, calibrated on core $SERVER_CPU)."
     echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
     echo "  **instrumented**: \`telemetry::init\` (JSON logs at \`info\` to a file, one line per request;"
-    echo "  \`parentbased_always_on\`; batch OTLP/gRPC export of spans and logs to a live receiver that"
+    echo "  \`parentbased_always_on\`; batch OTLP export (\`OTEL_EXPORTER_OTLP_PROTOCOL=$OTLP_PROTOCOL\`) of spans and logs to a live receiver that"
     echo "  decodes and counts them, on export threads at \`TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE\`),"
     echo "  \`ServerLayer\` (SERVER span, RED metrics, ids), Prometheus recorder."
     echo "- Bare and instrumented alternate (round 1: bare first, round 2: instrumented first, …); each"

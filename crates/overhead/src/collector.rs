@@ -1,9 +1,12 @@
-//! A live OTLP/gRPC receiver that counts and discards.
+//! A live OTLP receiver that counts and discards.
 //!
-//! It accepts `TraceService/Export` and `LogsService/Export` like any collector (tonic decodes
-//! every request in full), counts the spans and log records, and keeps nothing, so its memory
-//! stays flat for any length of run — unlike `fake-collector`, which stores everything for tests
-//! to query. The counts are served as JSON on a separate HTTP port (`GET /stats`).
+//! It accepts `TraceService/Export` and `LogsService/Export` over gRPC like any collector (tonic
+//! decodes every request in full), counts the spans and log records, and keeps nothing, so its
+//! memory stays flat for any length of run — unlike `fake-collector`, which stores everything
+//! for tests to query. The counts are served as JSON on a separate HTTP port (`GET /stats`),
+//! which also takes OTLP/HTTP with binary protobuf bodies (`POST /v1/traces`, `POST /v1/logs`,
+//! [OTLP/HTTP](https://opentelemetry.io/docs/specs/otlp/#otlphttp)), decoded in full and
+//! counted alike, to compare the two export protocols.
 //!
 //! Optionally ([`SpanDump`]) it also appends one JSON line per span (ids, parent, service,
 //! name, kind, start, end, status) to a file, for [`crate::hops`] to break traces down per hop.
@@ -13,7 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -26,6 +32,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message as _;
 use tokio::net::TcpListener;
 
 /// Export requests can be large (a batch of 512 spans with attributes): accept up to 64 MiB.
@@ -125,14 +132,9 @@ fn kind_name(kind: i32) -> &'static str {
 #[derive(Clone)]
 struct Receiver(Arc<Counts>, Option<Arc<SpanDump>>);
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+impl Receiver {
+    fn traces(&self, request: &ExportTraceServiceRequest) {
         let spans: usize = request
-            .get_ref()
             .resource_spans
             .iter()
             .flat_map(|r| &r.scope_spans)
@@ -141,8 +143,61 @@ impl TraceService for Receiver {
         self.0.spans.fetch_add(spans as u64, Ordering::Relaxed);
         self.0.trace_requests.fetch_add(1, Ordering::Relaxed);
         if let Some(dump) = &self.1 {
-            dump.write(request.get_ref());
+            dump.write(request);
         }
+    }
+
+    fn logs(&self, request: &ExportLogsServiceRequest) {
+        let logs: usize = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.0.logs.fetch_add(logs as u64, Ordering::Relaxed);
+        self.0.log_requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The OTLP/HTTP answer: the protobuf response message, or 400 with the decoding error.
+fn protobuf_response(decoded: Result<Vec<u8>, prost::DecodeError>) -> Response {
+    match decoded {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("not an OTLP protobuf body: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn http_traces(State(receiver): State<Receiver>, body: bytes::Bytes) -> Response {
+    protobuf_response(ExportTraceServiceRequest::decode(body).map(|request| {
+        receiver.traces(&request);
+        ExportTraceServiceResponse {
+            partial_success: None,
+        }
+        .encode_to_vec()
+    }))
+}
+
+async fn http_logs(State(receiver): State<Receiver>, body: bytes::Bytes) -> Response {
+    protobuf_response(ExportLogsServiceRequest::decode(body).map(|request| {
+        receiver.logs(&request);
+        ExportLogsServiceResponse {
+            partial_success: None,
+        }
+        .encode_to_vec()
+    }))
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces(request.get_ref());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -155,23 +210,16 @@ impl LogsService for Receiver {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let logs: usize = request
-            .get_ref()
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum();
-        self.0.logs.fetch_add(logs as u64, Ordering::Relaxed);
-        self.0.log_requests.fetch_add(1, Ordering::Relaxed);
+        self.logs(request.get_ref());
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: None,
         }))
     }
 }
 
-/// Serves OTLP/gRPC on `grpc` and `GET /stats` on `stats` until `stop` resolves; with `dump`,
-/// also writes every span to it.
+/// Serves OTLP/gRPC on `grpc`, and `GET /stats` and OTLP/HTTP (`POST /v1/traces`,
+/// `POST /v1/logs`, binary protobuf) on `stats`, until `stop` resolves; with `dump`, also writes
+/// every span to it.
 ///
 /// # Errors
 /// When a server fails.
@@ -196,21 +244,114 @@ pub async fn serve(
         .add_service(
             TraceServiceServer::new(receiver.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(LogsServiceServer::new(receiver).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            LogsServiceServer::new(receiver.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             until(stop_rx.clone()),
         );
-    let app = axum::Router::new().route(
-        "/stats",
-        get(move || {
-            let counts = counts.clone();
-            async move { Json(counts.to_json()) }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/stats",
+            get(move || {
+                let counts = counts.clone();
+                async move { Json(counts.to_json()) }
+            }),
+        )
+        .route("/v1/traces", post(http_traces))
+        .route("/v1/logs", post(http_logs))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(receiver);
     let stats_server = axum::serve(stats, app).with_graceful_shutdown(until(stop_rx));
     let (g, s) = tokio::join!(grpc_server, stats_server.into_future());
     g?;
     s?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    async fn post(addr: std::net::SocketAddr, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(
+                http::Request::post(path)
+                    .header(http::header::HOST, addr.to_string())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(Full::new(bytes::Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn otlp_http_requests_are_decoded_and_counted_like_grpc_ones() {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stats = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = stats.local_addr().unwrap();
+        let counts = Arc::new(Counts::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(grpc, stats, counts.clone(), None, async {
+            let _ = stop_rx.await;
+        }));
+
+        let traces = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(), Span::default(), Span::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (status, body) = post(addr, "/v1/traces", traces.encode_to_vec()).await;
+        assert_eq!(status, 200);
+        assert!(ExportTraceServiceResponse::decode(body.as_slice()).is_ok());
+
+        let logs = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(), LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (status, _) = post(addr, "/v1/logs", logs.encode_to_vec()).await;
+        assert_eq!(status, 200);
+
+        // Not protobuf: refused, and nothing counted.
+        let (status, body) = post(addr, "/v1/traces", vec![0xff; 7]).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+        assert_eq!(
+            counts.to_json(),
+            serde_json::json!({"spans": 3, "logs": 2, "trace_requests": 1, "log_requests": 1})
+        );
+        stop_tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -1,5 +1,6 @@
-//! `overhead-collector`: a live OTLP/gRPC receiver that counts spans and log records and keeps
-//! none of them (see `overhead::collector`).
+//! `overhead-collector`: a live OTLP receiver (gRPC, and OTLP/HTTP with protobuf bodies on the
+//! stats port) that counts spans and log records and keeps none of them (see
+//! `overhead::collector`).
 //!
 //! ```text
 //! overhead-collector --grpc 127.0.0.1:14317 --stats 127.0.0.1:14318
@@ -17,12 +18,14 @@ use clap::Parser;
 use overhead::collector::{Counts, SpanDump, serve};
 
 #[derive(Parser)]
-#[command(about = "A counting OTLP/gRPC receiver for bench/overhead.sh")]
+#[command(
+    about = "A counting OTLP receiver (gRPC; OTLP/HTTP on the stats port) for bench/overhead.sh"
+)]
 struct Cli {
     /// OTLP/gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:14317")]
     grpc: SocketAddr,
-    /// HTTP address of GET /stats.
+    /// HTTP address of GET /stats and of OTLP/HTTP (POST /v1/traces, POST /v1/logs).
     #[arg(long, default_value = "127.0.0.1:14318")]
     stats: SocketAddr,
     /// Also write every span to this file, one JSON object per line.
