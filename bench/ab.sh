@@ -116,7 +116,7 @@ mkdir -p "$ROOT/bench/results"
     echo
     echo "- A: ${A_NAME:+$A_NAME, }\`$A\`${A_ENV:+ with \`$A_ENV\`}"
     echo "- B: ${B_NAME:+$B_NAME, }\`$B\`${B_ENV:+ with \`$B_ENV\`}"
-    echo "- GET /$ROUTE, instrumented; open loop at $RATE requests/s for ${DURATION} s (after 1 s of warm-up),"
+    echo "- GET /$ROUTE, instrumented, export over OTLP \`$OTLP_PROTOCOL\` unless an _ENV says otherwise; open loop at $RATE requests/s for ${DURATION} s (after 1 s of warm-up),"
     echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU."
     echo "- Rounds: $ROUNDS, alternated (odd rounds A first); medians."
     echo

@@ -112,7 +112,7 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo "### Instructions per request (callgrind)"
     echo
     echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead || echo ', telemetry/overhead modified')):"
-    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)}, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)}, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
     echo
     echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
     echo "|---|---|---|---|"
