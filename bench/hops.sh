@@ -58,6 +58,12 @@ wait "$COLLECTOR" || true
     echo "\`faultline up --no-load\` (native defaults), \`faultline load --mix 100,0,0 --rps $RPS --duration $DURATION\`;"
     echo "spans received by \`overhead-collector --spans-out\`, broken down by \`overhead-hops --anchor 'POST /api/orders'\`."
     echo
+    echo "The load, as \`faultline load\` reported it (latency from each request's scheduled send time):"
+    echo
+    echo '```text'
+    cat "$OUT/load.txt"
+    echo '```'
+    echo
     "$BIN/overhead-hops" --spans "$OUT/spans.jsonl" --anchor "POST /api/orders"
 } >"$OUT.md"
 cat "$OUT.md"
