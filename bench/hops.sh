@@ -42,10 +42,29 @@ for _ in $(seq 600); do
     kill -0 "$UP" 2>/dev/null || die "faultline up stopped: $(tail -5 "$OUT/up.out")"
     sleep 0.1
 done
+# CPU time (utime + stime, clock ticks) of each service, before and after the load.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+declare -A CPU0
+for child in $(pgrep -P "$UP" || true); do CPU0[$child]=$(cpu_ticks "$child"); done
+LOAD_START=$(date +%s.%N)
 log "faultline load --mix 100,0,0 --rps $RPS --duration $DURATION"
 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 "$BIN/faultline" load --mix 100,0,0 \
     --rps "$RPS" --duration "$DURATION" | tee "$OUT/load.txt"
+LOAD_END=$(date +%s.%N)
+declare -A CPU1
+for child in "${!CPU0[@]}"; do CPU1[$child]=$(cpu_ticks "$child" 2>/dev/null || echo 0); done
 sleep 5 # fulfillment finishes, the last batches are exported
+# Each service's CPU over the load (in cores: CPU seconds per second of load) and its memory
+# after it: resident now, and its peak (VmHWM).
+RSS_ROWS=""
+HZ=$(getconf CLK_TCK)
+for child in $(pgrep -P "$UP" || true); do
+    name=$(tr '\0' ' ' <"/proc/$child/cmdline" | awk '{for (i = 1; i < NF; i++) if ($i == "serve") print $(i + 1)}')
+    [ -n "$name" ] || continue
+    cores=$(awk -v a="${CPU0[$child]:-0}" -v b="${CPU1[$child]:-0}" -v hz="$HZ" -v t0="$LOAD_START" -v t1="$LOAD_END" \
+        'BEGIN {printf "%.2f", (b - a) / hz / (t1 - t0)}')
+    RSS_ROWS+="| $name | $cores | $(awk '$1 == "VmRSS:" {printf "%.1f", $2 / 1024}' "/proc/$child/status") MB | $(awk '$1 == "VmHWM:" {printf "%.1f", $2 / 1024}' "/proc/$child/status") MB |"$'\n'
+done
 kill -INT "$UP"
 wait "$UP" || true
 sleep 2
@@ -65,6 +84,15 @@ wait "$COLLECTOR" || true
     echo '```'
     echo
     "$BIN/overhead-hops" --spans "$OUT/spans.jsonl" --anchor "POST /api/orders"
+    if [ -n "$RSS_ROWS" ]; then
+        echo
+        echo "Each service: CPU during the load (cores: its CPU seconds per second of load)"
+        echo "and memory 5 s after it (\`/proc/<pid>/stat\` and \`status\`):"
+        echo
+        echo "| service | CPU (cores) | VmRSS | peak (VmHWM) |"
+        echo "|---|---|---|---|"
+        printf '%s' "$RSS_ROWS"
+    fi
 } >"$OUT.md"
 cat "$OUT.md"
 log "done: $OUT.md (spans: $OUT/spans.jsonl)"
