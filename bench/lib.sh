@@ -16,6 +16,11 @@ TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+case "$OTLP_PROTOCOL" in
+    grpc | http/protobuf) ;;
+    *) die "OTLP_PROTOCOL=$OTLP_PROTOCOL: the receiver speaks grpc and http/protobuf" ;;
+esac
+
 # port_free PORT: true when nothing listens on 127.0.0.1:PORT.
 # require_free_ports PORT…: stops the script if something already listens on one of them
 # (its answers would be measured instead of the server under test).
@@ -42,8 +47,7 @@ wait_http() {
 otlp_endpoint() {
     case "$OTLP_PROTOCOL" in
         grpc) echo "http://127.0.0.1:$GRPC_PORT" ;;
-        http/protobuf) echo "http://127.0.0.1:$STATS_PORT" ;;
-        *) die "OTLP_PROTOCOL=$OTLP_PROTOCOL: the receiver speaks grpc and http/protobuf" ;;
+        *) echo "http://127.0.0.1:$STATS_PORT" ;; # http/protobuf (checked above)
     esac
 }
 
