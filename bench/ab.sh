@@ -25,7 +25,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-case "${1:-}" in -h|--help|"") sed -n '2,24p' "$0"; exit 0 ;; esac
+case "${1:-}" in
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    "") sed -n '2,24p' "$0" >&2; exit 2 ;;
+esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
 ROUTE=${ROUTE:-trivial}
@@ -57,10 +60,10 @@ start_collector "$OUT/collector.out"
 spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
 
 # run LABEL BINARY EXTRA_ENV: sets ROW to "cpu_us_per_request p50_us p99_us saturated_rps
-# spans_per_request". Runs in the main shell (not in `$(…)`), so that `die` stops the script
+# spans_per_request dropped_per_request_open_loop dropped_per_request_saturated". Runs in the main shell (not in `$(…)`), so that `die` stops the script
 # and the server is always in PIDS.
 run() {
-    local label=$1 bin=$2 extra pid t0 t1 sat spans0 served
+    local label=$1 bin=$2 extra pid t0 t1 d0 d1 d2 sat spans0 served
     read -ra extra <<<"$3"
     server_env
     spans0=$(spans)
@@ -73,14 +76,17 @@ run() {
     # Answered, but by this server? (another process on the port would be measured instead)
     kill -0 "$pid" 2>/dev/null || die "$label exited: $(cat "$OUT/$label.stderr")"
     t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    d0=$(dropped_spans)
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
         --rate "$RATE" --duration "${DURATION}s" --warmup 1s >"$OUT/$label.json" ||
         die "overhead-load failed for $label"
     t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    d1=$(dropped_spans)
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
         "http://127.0.0.1:$APP_PORT/$ROUTE" >"$OUT/$label.wrk" || die "wrk failed for $label"
     sat=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$label.wrk")
     [ -n "$sat" ] || die "wrk gave no rate for $label: $(cat "$OUT/$label.wrk")"
+    d2=$(dropped_spans)
     kill -TERM "$pid"
     wait "$pid" || true
     sleep 1 # the last batch reaches the receiver
@@ -92,7 +98,8 @@ run() {
     ROW=$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jq -r '.scheduled' "$f")" -v w="$RATE" \
         -v p50="$(jq -r .p50_us "$f")" -v p99="$(jq -r .p99_us "$f")" -v sat="$sat" \
         -v s="$(($(spans) - spans0))" -v served="$served" \
-        'BEGIN {printf "%.2f\t%.0f\t%.0f\t%.0f\t%.3f", c / hz * 1e6 / (n + w), p50, p99, sat, s / served}')
+        -v dl=$((d1 - d0)) -v ds=$((d2 - d1)) -v nsat="$(awk '/requests in/ {print $1}' "$OUT/$label.wrk")" \
+        'BEGIN {printf "%.2f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f", c / hz * 1e6 / (n + w), p50, p99, sat, s / served, dl / (n + w), (nsat > 0 ? ds / nsat : 0)}')
 }
 
 ROWS=$OUT/rows.tsv
@@ -120,17 +127,19 @@ mkdir -p "$ROOT/bench/results"
     echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU."
     echo "- Rounds: $ROUNDS, alternated (odd rounds A first); medians."
     echo
-    echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s | spans received per request |"
-    echo "|---|---|---|---|---|---|"
+    echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s | spans received per request | spans dropped per request at $RATE/s / saturated |"
+    echo "|---|---|---|---|---|---|---|"
     for w in A B; do
         name=$A_NAME; [ "$w" = B ] && name=$B_NAME
-        echo "| $w${name:+: $name} | $(col "$w" 3) | $(col "$w" 4) | $(col "$w" 5) | $(col "$w" 6) | $(col "$w" 7) |"
+        echo "| $w${name:+: $name} | $(col "$w" 3) | $(col "$w" 4) | $(col "$w" 5) | $(col "$w" 6) | $(col "$w" 7) | $(col "$w" 8) / $(col "$w" 9) |"
     done
     echo
-    echo "Spans received per request below 1: that build dropped spans (a full export queue), so it did"
-    echo "less export work than complete traces cost."
+    echo "Spans received per request: the receiver's count over the whole run (open loop, warm-up and"
+    echo "saturation together) per request served; 0 when a build exports nothing (\`OTEL_SDK_DISABLED\`)."
+    echo "Spans dropped: the server's own \`otel_sdk_processor_span_processed_total{error_type=\"queue_full\"}\`"
+    echo "per request, in each phase; a build that dropped spans did less export work than complete traces cost."
     echo
-    echo "Every run (round, build, CPU µs per request, p50, p99, saturated requests/s, spans per request):"
+    echo "Every run (round, build, CPU µs per request, p50, p99, saturated requests/s, spans per request, dropped per request open loop, saturated):"
     echo
     echo '```text'
     cat "$ROWS"

@@ -100,6 +100,9 @@ for mode in bare instrumented; do
         IR[$mode-$n]=$RUN_IR EXPORT[$mode-$n]=$RUN_BACKGROUND
     done
 done
+# Did the instrumented runs' spans reach the receiver? (A run that stopped exporting would
+# count fewer instructions for the wrong reason.)
+SPANS=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans || echo 0)
 kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
 
 per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
@@ -122,6 +125,8 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
     echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
     echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors and \`log-flush\`, off the service's runtime)."
+    echo
+    echo "Spans the OTLP receiver got from the two instrumented runs: $SPANS for $((N1 + N2)) requests$(awk -v s="$SPANS" -v n=$((N1 + N2)) 'BEGIN {if (s < 0.99 * n) print " — **fewer than one per request: export did not keep up or failed, so the instrumented count is too low**"; else print " (one per request)"}')."
     if command -v callgrind_annotate >/dev/null; then
         echo
         echo "Top functions (inclusive) of the instrumented run with $N2 requests, on its busiest thread (the runtime worker):"

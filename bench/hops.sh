@@ -8,6 +8,8 @@
 # bench/results/hops-<stamp>.md).
 #
 # Usage: RPS=250 DURATION=20s bench/hops.sh [--no-build]
+# (--no-build: use target/release's overhead-collector, overhead-hops and faultline as built;
+# ports 4317, 14318, 8080-8082 and 9080-9082 must be free.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,16 +18,30 @@ DURATION=${DURATION:-20s}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=$ROOT/bench/results/hops-$STAMP
-mkdir -p "$OUT"
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-if [ "${1:-}" != --no-build ]; then
+BUILD=1
+for a in "$@"; do
+    case "$a" in
+        --no-build) BUILD=0 ;;
+        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $a (see --help)" >&2; exit 2 ;;
+    esac
+done
+# The contract's ports (the receiver on the default OTLP endpoint, the three services and their
+# admin ports) and the receiver's stats port.
+for p in 4317 14318 8080 8081 8082 9080 9081 9082; do
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null ||
+        die "port $p is in use (another faultline up or benchmark running?)"
+done
+mkdir -p "$OUT"
+if [ "$BUILD" = 1 ]; then
     log "cargo build --release -p overhead -p faultline"
     cargo build --release --locked -p overhead -p faultline >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
 fi
-for p in 4317 8080 8081 8082; do
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || die "port $p is in use"
+for b in overhead-collector overhead-hops faultline; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing: cargo build --release -p overhead -p faultline (or run without --no-build)"
 done
 
 PIDS=()
@@ -34,6 +50,11 @@ trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
     --spans-out "$OUT/spans.jsonl" >"$OUT/collector.out" 2>&1 &
 COLLECTOR=$!
 PIDS+=("$COLLECTOR")
+for _ in $(seq 100); do
+    curl -sf -o /dev/null http://127.0.0.1:14318/stats && break
+    kill -0 "$COLLECTOR" 2>/dev/null || die "the OTLP receiver stopped: $(tail -3 "$OUT/collector.out")"
+    sleep 0.1
+done
 "$BIN/faultline" up --no-load --dir "$OUT/faultline" </dev/null >"$OUT/up.out" 2>&1 &
 UP=$!
 PIDS+=("$UP")

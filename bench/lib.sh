@@ -63,6 +63,13 @@ server_env() {
     )
 }
 
+# dropped_spans: how many spans the overhead-server on ADMIN_PORT has dropped so far because its
+# export queue was full (its own counter, incremented when a span ends; 0 when it has none).
+dropped_spans() {
+    { curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" || true; } |
+        awk '/^otel_sdk_processor_span_processed_total\{.*error_type="queue_full"/ {n += $NF} END {printf "%d", n}'
+}
+
 # start_collector OUT_FILE [ERR_FILE]: starts the live OTLP receiver on LOAD_CPU, adds it to the
 # script's PIDS, sets COLLECTOR_PID and waits until it answers.
 start_collector() {

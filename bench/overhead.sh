@@ -31,7 +31,9 @@ QUICK=0 SKIP_UP=0 SKIP_OUTAGE=0 BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
-        --rounds) ROUNDS=$2; shift ;;
+        --rounds)
+            [ $# -ge 2 ] || { echo "--rounds needs a number (see --help)" >&2; exit 2; }
+            ROUNDS=$2; shift ;;
         --skip-up) SKIP_UP=1 ;;
         --skip-outage) SKIP_OUTAGE=1 ;;
         --no-build) BUILD=0 ;;
@@ -60,6 +62,9 @@ DEAD_PORT=${DEAD_PORT:-14399}       # nothing listens here (collector outage)
 # Cores, ports, BIN, TRACEPARENT, log, die, wait_http, server_env.
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+for v in ROUNDS WARMUP SAT_DURATION LAT_DURATION OUTAGE_DURATION UP_DURATION WORK_TARGET_US; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v=${!v}: a whole number of at least 1 is needed"
+done
 
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 RESULTS=$ROOT/bench/results
@@ -116,13 +121,8 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}'; }
 
 collector_spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
-# Spans the instrumented server dropped so far because its export queue was full (its own
-# counter, incremented when a span ends: exact per route, unlike what reaches the receiver).
-dropped_spans() {
-    curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk '/^otel_sdk_processor_span_processed_total\{.*error_type="queue_full"/ {n += $NF} END {printf "%d", n}'
-}
-# route_drops PHASE MODE ROUTE ROUND REQUESTS DROPPED_BEFORE: records spans dropped per request
+# route_drops (from the server's own queue_full counter, `dropped_spans` in lib.sh: exact per
+# route, unlike what reaches the receiver) PHASE MODE ROUTE ROUND REQUESTS DROPPED_BEFORE: records spans dropped per request
 route_drops() {
     [ "$2" = instrumented ] || return 0
     record "$1" "$2" "$3" "$4" spans_dropped_per_request "$(ratio "$(($(dropped_spans) - $6))" "$5")"
@@ -164,6 +164,7 @@ values() { awk -F'\t' -v p="$1" -v m="$2" -v r="$3" -v k="$4" '$1 == p && $2 == 
 med() { values "$@" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.3f", a / b}'; }
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN {if (v == "nan") print "n/a"; else printf "%.*f", d, v}'; }
+pct() { awk -v g="$1" 'BEGIN {printf "%+.1f %%", g * 100}'; } # a fraction as a signed percentage
 verdict() { # value op target ("n/a" under --quick: its durations measure nothing)
     awk -v v="$1" -v op="$2" -v t="$3" -v quick="$QUICK" 'BEGIN {
         if (quick == 1) {print "n/a (--quick)"; exit}
@@ -423,11 +424,13 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         b=$(med sat bare "$route" server_cpu_busy); i=$(med sat instrumented "$route" server_cpu_busy)
         echo "| server core busy while saturated | $(fmt "$b" 2) | $(fmt "$i" 2) | | ≈ 1.00 (else wrk was the limit) |"
         b=$(med lat bare "$route" server_cpu_busy); i=$(med lat instrumented "$route" server_cpu_busy)
-        echo "| server core busy at ${RATE[$route]}/s | $(fmt "$b" 2) | $(fmt "$i" 2) | | ≈ 1.00: at or beyond that server's capacity |"
+        echo "| server core busy at ${RATE[$route]}/s | $(fmt "$b" 2) | $(fmt "$i" 2) | | (≈ 1.00 would mean at or beyond that server's capacity) |"
         # Half of bare's capacity can be more than the instrumented server serves at all: then
-        # its requests queue without bound and the latency ratio measures the backlog.
+        # its requests queue without bound and the latency ratio measures the backlog. Only
+        # when its saturated figure is the server's own (its core busy), not wrk's limit.
         beyond=""
-        if awk -v c="$(med sat instrumented "$route" rps)" -v r="${RATE[$route]}" 'BEGIN {exit !(c < r)}'; then
+        if awk -v c="$(med sat instrumented "$route" rps)" -v r="${RATE[$route]}" \
+            -v busy="$(med sat instrumented "$route" server_cpu_busy)" 'BEGIN {exit !(c < r && busy >= 0.9)}'; then
             beyond=" (instrumented saturates at $(fmt "$(med sat instrumented "$route" rps)")/s, below this rate: the ratio is its backlog)"
         fi
         b=$(med lat bare "$route" p50_us); i=$(med lat instrumented "$route" p50_us); r=$(ratio "$i" "$b")
@@ -452,6 +455,17 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "after its 50 % runs: bare $(mb "$b") MB, instrumented $(mb "$i") MB."
     echo "Export was live: $(med sat instrumented all spans_per_request) spans received by the OTLP receiver per request"
     echo "served on both routes together (saturated runs; $(med lat instrumented all spans_per_request) at 50 %), $(med sat instrumented all log_lines_per_request) JSON log lines per request."
+    for route in $ROUTES; do
+        for mode in bare instrumented; do
+            busy=$(med sat "$mode" "$route" server_cpu_busy)
+            if awk -v b="$busy" 'BEGIN {exit !(b != "nan" && b < 0.9)}'; then
+                echo
+                echo "**Warning: the $mode server's core was only $(fmt "$busy" 2) busy while \`wrk\` saturated GET /$route**:"
+                echo "\`wrk\` (or its core) was the limit, not the server, so that saturated rate, its ratio and"
+                echo "the 50 % rate derived from it understate the server. Rerun on a quieter machine."
+            fi
+        done
+    done
     for phase in sat lat; do
         for route in $ROUTES; do
             dpr=$(med "$phase" instrumented "$route" spans_dropped_per_request)
@@ -498,8 +512,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         echo "| p99 at 50 % | $(fmt "$b") µs | $(fmt "$i") µs | $(ratio "$i" "$b") | |"
         b=$(med outage-up instrumented "$OUTAGE_ROUTE" cpu_s_per_10k); i=$(med outage-down instrumented "$OUTAGE_ROUTE" cpu_s_per_10k)
         echo "| CPU s per 10,000 requests | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
-        echo "| RSS at start → end of the $OUTAGE_DURATION s | $(mb "$(head -1 "$RAW/outage-up.rss.tsv" | cut -f2)") → $(mb "$(tail -1 "$RAW/outage-up.rss.tsv" | cut -f2)") MB | $(mb "$u0") → $(mb "$u1") MB (+$(awk -v g="$growth" 'BEGIN {printf "%.1f", g * 100}') %) | | ≤ +10 % $(verdict "$growth" "<=" 0.10) |"
-        echo "| RSS growth over the second half | | +$(awk -v g="$late" 'BEGIN {printf "%.1f", g * 100}') % | | ≈ 0 (stopped growing) |"
+        echo "| RSS at start → end of the $OUTAGE_DURATION s | $(mb "$(head -1 "$RAW/outage-up.rss.tsv" | cut -f2)") → $(mb "$(tail -1 "$RAW/outage-up.rss.tsv" | cut -f2)") MB | $(mb "$u0") → $(mb "$u1") MB ($(pct "$growth")) | | ≤ +10 % $(verdict "$growth" "<=" 0.10) |"
+        echo "| RSS growth over the second half | | $(pct "$late") | | ≈ 0 (stopped growing) |"
         echo
         echo "RSS while the collector was down (s since start of the 50 % run → MB): $(awk -F'\t' '{printf "%s%s s %.1f", (NR > 1 ? ", " : ""), $1, $2 / 1024}' "$RAW/outage-down.rss.tsv")."
         echo
