@@ -186,6 +186,10 @@ for b in overhead-server overhead-load overhead-collector; do
 done
 
 START_EPOCH=$(date +%s)
+# "steal total" in clock ticks, all cores: a VM's steal time is what its hypervisor gave to
+# others while this VM wanted the cores (proc(5), /proc/stat).
+cpu_steal() { awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+read -r STEAL0 TOTAL0 <<<"$(cpu_steal)"
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- crates/telemetry crates/overhead 2>/dev/null || COMMIT="$COMMIT (telemetry/overhead modified)"
 
@@ -389,6 +393,8 @@ fi
 
 # ---------------------------------------------------------------- report
 END_EPOCH=$(date +%s)
+read -r STEAL1 TOTAL1 <<<"$(cpu_steal)"
+STEAL_PCT=$(awk -v s=$((STEAL1 - STEAL0)) -v t=$((TOTAL1 - TOTAL0)) 'BEGIN {printf "%.1f", (t > 0 ? s / t * 100 : 0)}')
 log "writing $REPORT"
 mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k / 1024}'; }
 {
@@ -401,6 +407,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     fi
     echo "- Date: $(date -u -d "@$START_EPOCH" '+%Y-%m-%d %H:%M UTC') ($(( (END_EPOCH - START_EPOCH) / 60 )) min $(( (END_EPOCH - START_EPOCH) % 60 )) s). Commit: $COMMIT."
     echo "- Machine: $(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)."
+    echo "- CPU steal time during the run: $STEAL_PCT % of the cores' time (\`/proc/stat\`: time the VM's hypervisor gave"
+    echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
     echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")\` (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) and the OTLP receiver pinned to core $LOAD_CPU."
