@@ -57,7 +57,6 @@ trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -r
 require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
-spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
 
 # run LABEL BINARY EXTRA_ENV: sets ROW to "cpu_us_per_request p50_us p99_us saturated_rps
 # spans_per_request dropped_per_request_open_loop dropped_per_request_saturated". Runs in the main shell (not in `$(…)`), so that `die` stops the script
@@ -66,7 +65,7 @@ run() {
     local label=$1 bin=$2 extra pid t0 t1 d0 d1 d2 sat spans0 served
     read -ra extra <<<"$3"
     server_env
-    spans0=$(spans)
+    spans0=$(collector_spans)
     env -i "${SERVER_ENV[@]}" "${extra[@]}" taskset -c "$SERVER_CPU" "$bin" serve \
         --mode instrumented --listen "127.0.0.1:$APP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --work-iterations "$WORK_ITERATIONS" >"$OUT/$label.log" 2>"$OUT/$label.stderr" &
@@ -97,7 +96,7 @@ run() {
     # Warm-up requests are served inside the CPU window too.
     ROW=$(awk -v c=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jq -r '.scheduled' "$f")" -v w="$RATE" \
         -v p50="$(jq -r .p50_us "$f")" -v p99="$(jq -r .p99_us "$f")" -v sat="$sat" \
-        -v s="$(($(spans) - spans0))" -v served="$served" \
+        -v s="$(($(collector_spans) - spans0))" -v served="$served" \
         -v dl=$((d1 - d0)) -v ds=$((d2 - d1)) -v nsat="$(awk '/requests in/ {print $1}' "$OUT/$label.wrk")" \
         'BEGIN {printf "%.2f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f", c / hz * 1e6 / (n + w), p50, p99, sat, s / served, dl / (n + w), (nsat > 0 ? ds / nsat : 0)}')
 }

@@ -102,7 +102,7 @@ for mode in bare instrumented; do
 done
 # Did the instrumented runs' spans reach the receiver? (A run that stopped exporting would
 # count fewer instructions for the wrong reason.)
-SPANS=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans || echo 0)
+SPANS=$(collector_spans || echo 0)
 kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
 
 per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }

@@ -45,7 +45,6 @@ trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -r
 require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
-spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans; }
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
 # run MODE NICE: sets ROW to "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request
@@ -62,7 +61,7 @@ run() {
     PIDS+=("$pid")
     wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" || die "the server did not start: $(cat "$OUT/server.err")"
     kill -0 "$pid" 2>/dev/null || die "the server exited: $(cat "$OUT/server.err")"
-    before=$(spans)
+    before=$(collector_spans)
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s -H "traceparent: $TRACEPARENT" \
         "http://127.0.0.1:$APP_PORT/trivial" >"$OUT/warm.txt"
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${SAT_DURATION}s" -H "traceparent: $TRACEPARENT" \
@@ -71,8 +70,8 @@ run() {
     [ -n "$sat_rps" ] && [ -n "$(wrk_requests "$OUT/warm.txt")" ] || die "wrk failed: $(cat "$OUT/sat.txt")"
     n=$(($(wrk_requests "$OUT/warm.txt") + $(wrk_requests "$OUT/sat.txt")))
     sleep 2 # what is still queued is exported, or was dropped
-    sat_spans=$(awk -v s="$(($(spans) - before))" -v n="$n" 'BEGIN {printf "%.3f", s / n}')
-    before=$(spans)
+    sat_spans=$(awk -v s="$(($(collector_spans) - before))" -v n="$n" 'BEGIN {printf "%.3f", s / n}')
+    before=$(collector_spans)
     result=$(taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
         --rate "$RATE" --duration "${DURATION}s" --warmup 3s --connections 32) ||
         die "overhead-load failed"
@@ -81,7 +80,7 @@ run() {
     kill -TERM "$pid"
     wait "$pid" || true
     sleep 2 # the last batch reaches the receiver
-    after=$(curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq .spans)
+    after=$(collector_spans)
     # The warm-up's requests are served (and exported) too.
     ROW=$(echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
         --argjson warm "$((RATE * 3))" \

@@ -63,6 +63,9 @@ server_env() {
     )
 }
 
+# collector_spans: how many spans the live receiver (start_collector) has counted so far.
+collector_spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
+
 # dropped_spans: how many spans the overhead-server on ADMIN_PORT has dropped so far because its
 # export queue was full (its own counter, incremented when a span ends; 0 when it has none).
 dropped_spans() {

@@ -120,7 +120,6 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # uti
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}'; }
 
-collector_spans() { curl -sf "http://127.0.0.1:$STATS_PORT/stats" | jq -r .spans; }
 # route_drops (from the server's own queue_full counter, `dropped_spans` in lib.sh: exact per
 # route, unlike what reaches the receiver) PHASE MODE ROUTE ROUND REQUESTS DROPPED_BEFORE: records spans dropped per request
 route_drops() {
