@@ -72,7 +72,7 @@ run() {
     # Count from here: start-up (its clock calibration varies from run to run) is left out.
     callgrind_control -i on "$pid" >/dev/null 2>&1 || die "callgrind_control could not start the count"
     taskset -c "$LOAD_CPU" "$BIN/overhead-load" --url "http://127.0.0.1:$APP_PORT/$ROUTE" \
-        --rate "$RATE" --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN {print n / r}')s" \
+        --rate "$RATE" --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN {printf "%dms", n * 1000 / r}')" \
         --warmup 0s --connections 4 >"$OUT/$mode-$n.load.json"
     [ "$(jq -r .ok "$OUT/$mode-$n.load.json")" = "$n" ] || die "not all $n requests succeeded: $(cat "$OUT/$mode-$n.load.json")"
     kill -TERM "$pid"

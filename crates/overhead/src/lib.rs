@@ -117,23 +117,14 @@ pub fn instrumented_router(config: AppConfig) -> Router {
     router(config).layer(telemetry::http::ServerLayer::new())
 }
 
-/// Parses `30s`, `500ms`, `2m` or a plain number of seconds.
+/// Parses a duration the way `faultline` does ([`humantime`]: `30s`, `500ms`, `200us`,
+/// `2m`, `1m30s`).
+///
+/// # Errors
+/// Not a duration, or a number without its unit; the message gives examples.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 30s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?}: {e} (examples: 30s, 500ms, 200us, 2m)"))
 }
 
 #[cfg(test)]
@@ -157,8 +148,9 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("200us"), Ok(Duration::from_micros(200)));
+        assert!(parse_duration("5").is_err(), "a number needs its unit");
+        assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("x").is_err());
     }
 

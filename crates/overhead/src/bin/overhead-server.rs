@@ -46,19 +46,9 @@ enum Command {
     },
     /// Print the number of `burn` iterations that take `--target` on this core.
     Calibrate {
-        #[arg(long, default_value = "200us", value_parser = parse_target)]
+        #[arg(long, default_value = "200us", value_parser = overhead::parse_duration)]
         target: Duration,
     },
-}
-
-fn parse_target(s: &str) -> Result<Duration, String> {
-    match s.strip_suffix("us") {
-        Some(us) => us
-            .parse::<u64>()
-            .map(Duration::from_micros)
-            .map_err(|e| e.to_string()),
-        None => overhead::parse_duration(s),
-    }
 }
 
 fn main() -> ExitCode {
