@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use servicekit::server::{CancellationToken, cancel_on_signals};
+use servicekit::server::{CancellationToken, shutdown_signal};
 use tokio::io::AsyncReadExt;
 
 /// The three services.
@@ -89,19 +89,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = guard.metrics().cloned();
 
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
-    if args.stop_on_stdin_eof {
+    {
+        // One watcher for every reason to stop, so the log names the first and only it: on
+        // Ctrl-C in `faultline up`'s terminal, the terminal signals the whole process group and
+        // `up`, stopping, closes our stdin at the same moment.
         let token = shutdown.clone();
+        let stop_on_stdin_eof = args.stop_on_stdin_eof;
         tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => continue,
+            tokio::select! {
+                signal = shutdown_signal() => {
+                    tracing::info!("{signal} received, shutting down");
+                }
+                () = stdin_closed(), if stop_on_stdin_eof => {
+                    tracing::info!("parent process went away (stdin closed), shutting down");
                 }
             }
-            tracing::info!("parent process went away (stdin closed), shutting down");
             token.cancel();
         });
     }
@@ -128,4 +130,16 @@ async fn start_and_wait(
     };
     tracing::info!(app = %running.app_addr, admin = %running.admin_addr, "listening");
     running.wait().await
+}
+
+/// Returns when stdin reaches its end (or fails): the parent that holds its other end, `faultline
+/// up`, has stopped or died.
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }

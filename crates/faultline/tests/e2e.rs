@@ -440,3 +440,70 @@ async fn fulfillment_killed_in_the_middle_of_a_message_redelivers_it_and_ships_e
     );
     stack.stop().await;
 }
+
+/// A gateway process started as `faultline up` starts it (`--stop-on-stdin-eof`), on its own.
+async fn lone_gateway(collector: &FakeCollector) -> (support::Service, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, admin) = (support::free_port(), support::free_port());
+    let env: Vec<(String, String)> = vec![
+        ("LISTEN_ADDR".into(), format!("127.0.0.1:{app}")),
+        ("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{admin}")),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            collector.grpc_endpoint(),
+        ),
+        ("RUST_LOG".into(), "info".into()),
+        ("LOG_FORMAT".into(), "json".into()),
+    ];
+    let mut gateway = support::spawn_service("gateway", &env, dir.path().join("gateway.log"));
+    support::wait_for(&mut gateway, &format!("http://127.0.0.1:{admin}/healthz")).await;
+    (gateway, dir)
+}
+
+/// The shutdown reasons a service logged (`SIGINT received…`, `parent process went away…`).
+async fn stop_reasons(mut gateway: support::Service) -> Vec<String> {
+    let status = tokio::time::timeout(Duration::from_secs(30), gateway.child.wait())
+        .await
+        .expect("the gateway stops")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(str::to_owned))
+        .filter(|m| m.contains("shutting down"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_under_faultline_up_logs_one_reason_to_stop() {
+    let collector = FakeCollector::start().await;
+    // Ctrl-C in `faultline up`'s terminal: the terminal sends SIGINT to the whole process
+    // group, and `up`, signalled at the same moment, closes the services' stdin as it stops
+    // them. Either may reach the service first; it logs the first, once. (Three times, as the
+    // order varies.)
+    for _ in 0..3 {
+        let (mut gateway, _dir) = lone_gateway(&collector).await;
+        let pid = gateway.child.id().unwrap().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        drop(gateway.child.stdin.take());
+        let reasons = stop_reasons(gateway).await;
+        assert_eq!(
+            reasons.len(),
+            1,
+            "one reason to stop, logged once: {reasons:?}"
+        );
+    }
+
+    // `faultline up` killed outright: stdin closes, no signal.
+    let (mut gateway, _dir) = lone_gateway(&collector).await;
+    drop(gateway.child.stdin.take());
+    assert_eq!(
+        stop_reasons(gateway).await,
+        ["parent process went away (stdin closed), shutting down"]
+    );
+}

@@ -179,29 +179,38 @@ impl Running {
     }
 }
 
-/// Cancels `token` on the first SIGINT (Ctrl-C) or SIGTERM.
+/// Cancels `token` on the first SIGINT (Ctrl-C) or SIGTERM, and logs which.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-            _ = term => tracing::info!("SIGTERM received, shutting down"),
-        }
+        let signal = shutdown_signal().await;
+        tracing::info!("{signal} received, shutting down");
         token.cancel();
     });
+}
+
+/// Waits for the first SIGINT (Ctrl-C) or SIGTERM and returns its name (`"SIGINT"`,
+/// `"SIGTERM"`). For a process that has other reasons to stop as well: wait for all of them in
+/// one `select!` and log the one that came first (see [`cancel_on_signals`]). Off Unix, only
+/// Ctrl-C.
+pub async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    }
 }
 
 /// The local address of a bound listener, for logs and tests.
