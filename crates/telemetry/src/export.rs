@@ -12,6 +12,13 @@
 //!   failed (`otel_sdk_exporter_{span,log}_exported_total{error_type}`) and report failures in
 //!   the log **at most once per interval**, with the number of failures they held back.
 //!
+//! - [`ExportState`], shared by both exporters, remembers whether the last export (of any
+//!   signal) failed. At shutdown, once [`ExportState::begin_shutdown`] is called, an exporter
+//!   whose collector failed the last export gives up on the final batches at once instead of
+//!   retrying each with backoff (opentelemetry-otlp's retry policy spends ~0.8 s on a batch
+//!   the collector refuses): what is left is at most an export already under way when the
+//!   shutdown began. While the collector answers, the final batches are exported as usual.
+//!
 //! The failure reports use the target `telemetry::export`, which the OTLP log pipeline
 //! excludes: a report about a failing export must never itself be queued for that export.
 //!
@@ -102,6 +109,53 @@ impl ErrorReporter {
             "OTLP export failed; is the collector reachable? Further failures (of any signal) are reported at most once per interval"
         );
         true
+    }
+}
+
+/// Whether the collector failed the last export, and whether the process is shutting down:
+/// shared by the span and log exporters (clones share one state).
+///
+/// An exporter with a state (`with_state`) skips its export, failing it at once, when both
+/// hold: the final batches of a process whose collector is unreachable are not retried.
+#[derive(Clone, Debug, Default)]
+pub struct ExportState(Arc<ExportStateInner>);
+
+#[derive(Debug, Default)]
+struct ExportStateInner {
+    last_export_failed: std::sync::atomic::AtomicBool,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl ExportState {
+    /// From now on, an export is skipped (and counted as failed) while the last export of any
+    /// signal sharing this state failed. Call it just before shutting the providers down.
+    pub fn begin_shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether the last export (of any signal sharing this state) failed.
+    pub fn last_export_failed(&self) -> bool {
+        self.0.last_export_failed.load(Ordering::Acquire)
+    }
+
+    /// Records the outcome of an export of `items` items. An empty batch says nothing about
+    /// the collector (an exporter may answer it without a request), so it is not recorded.
+    fn record(&self, result: &OTelSdkResult, items: usize) {
+        if items > 0 {
+            self.0
+                .last_export_failed
+                .store(result.is_err(), Ordering::Release);
+        }
+    }
+
+    /// The error an export skipped at shutdown fails with, or `None` to export.
+    fn skip_at_shutdown(&self) -> Option<OTelSdkError> {
+        (self.0.shutting_down.load(Ordering::Acquire) && self.last_export_failed()).then(|| {
+            OTelSdkError::InternalFailure(
+                "not exported: shutting down, and the collector failed the last export (not retried)"
+                    .into(),
+            )
+        })
     }
 }
 
@@ -224,6 +278,7 @@ pub struct ObservedSpanExporter<E> {
     inner: E,
     pending: PendingSpans,
     reporter: ErrorReporter,
+    state: ExportState,
     nice: u8,
 }
 
@@ -241,6 +296,7 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
             inner,
             pending,
             reporter: ErrorReporter::new("traces", report_interval),
+            state: ExportState::default(),
             nice: 0,
         }
     }
@@ -260,6 +316,12 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
         self.reporter = reporter;
         self
     }
+    /// Shares `state` (see [`ExportState`]), e.g. with the log exporter, instead of keeping
+    /// one of its own.
+    pub fn with_state(mut self, state: ExportState) -> Self {
+        self.state = state;
+        self
+    }
 }
 
 impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
@@ -273,7 +335,14 @@ impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 Some(p.saturating_sub(n))
             });
-        let result = self.inner.export(batch).await;
+        let result = match self.state.skip_at_shutdown() {
+            Some(skipped) => Err(skipped),
+            None => {
+                let result = self.inner.export(batch).await;
+                self.state.record(&result, n);
+                result
+            }
+        };
         match &result {
             Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_SPAN_EXPORTED).increment(n as u64),
             Err(e) => {
@@ -303,6 +372,7 @@ impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
 pub struct ObservedLogExporter<E> {
     inner: E,
     reporter: ErrorReporter,
+    state: ExportState,
     nice: u8,
 }
 
@@ -319,6 +389,7 @@ impl<E: LogExporter> ObservedLogExporter<E> {
         Self {
             inner,
             reporter: ErrorReporter::new("logs", report_interval),
+            state: ExportState::default(),
             nice: 0,
         }
     }
@@ -335,13 +406,25 @@ impl<E: LogExporter> ObservedLogExporter<E> {
         self.reporter = reporter;
         self
     }
+    /// As [`ObservedSpanExporter::with_state`].
+    pub fn with_state(mut self, state: ExportState) -> Self {
+        self.state = state;
+        self
+    }
 }
 
 impl<E: LogExporter> LogExporter for ObservedLogExporter<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
         crate::export_thread::lower_this_export_thread_once(self.nice);
         let n = batch.iter().count();
-        let result = self.inner.export(batch).await;
+        let result = match self.state.skip_at_shutdown() {
+            Some(skipped) => Err(skipped),
+            None => {
+                let result = self.inner.export(batch).await;
+                self.state.record(&result, n);
+                result
+            }
+        };
         match &result {
             Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_LOG_EXPORTED).increment(n as u64),
             Err(e) => {
@@ -403,5 +486,122 @@ mod tests {
             alone.report(&err, 1),
             "an unshared reporter has its own budget"
         );
+    }
+
+    /// A span exporter that counts its calls and fails them while `fail` is set.
+    #[derive(Debug, Default)]
+    struct Collector {
+        calls: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl SpanExporter for &Collector {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                Err(OTelSdkError::InternalFailure("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// A batch of one span (an empty batch is not a test of the collector).
+    fn one_span() -> Vec<SpanData> {
+        use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+        vec![SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "GET /".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }]
+    }
+
+    fn observed<'a>(
+        collector: &'a Collector,
+        state: &ExportState,
+    ) -> ObservedSpanExporter<&'a Collector> {
+        ObservedSpanExporter::new(
+            collector,
+            PendingSpans::default(),
+            Duration::from_secs(3600),
+        )
+        .with_state(state.clone())
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_collector_that_failed_the_last_export_is_not_called_again() {
+        let collector = Collector::default();
+        let state = ExportState::default();
+        let exporter = observed(&collector, &state);
+        collector.fail.store(true, Ordering::SeqCst);
+        assert!(exporter.export(one_span()).await.is_err());
+        assert!(state.last_export_failed());
+        // Before shutdown, every batch is still tried (the collector may be back).
+        assert!(exporter.export(one_span()).await.is_err());
+        assert_eq!(collector.calls.load(Ordering::SeqCst), 2);
+
+        state.begin_shutdown();
+        let skipped = exporter.export(one_span()).await;
+        assert!(
+            matches!(&skipped, Err(OTelSdkError::InternalFailure(m)) if m.contains("shutting down")),
+            "{skipped:?}"
+        );
+        assert_eq!(
+            collector.calls.load(Ordering::SeqCst),
+            2,
+            "the final batch is not sent to a collector known to be down"
+        );
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_collector_that_answered_the_last_export_gets_the_final_batches() {
+        let collector = Collector::default();
+        let state = ExportState::default();
+        let traces = observed(&collector, &state);
+        assert!(traces.export(one_span()).await.is_ok());
+        state.begin_shutdown();
+        assert!(traces.export(one_span()).await.is_ok());
+        assert_eq!(collector.calls.load(Ordering::SeqCst), 2);
+
+        // An empty batch (which an exporter may answer without asking the collector) does
+        // not count as the collector answering.
+        let empty_state = ExportState::default();
+        let failing = Collector::default();
+        failing.fail.store(true, Ordering::SeqCst);
+        let answered_empty = Collector::default();
+        assert!(
+            observed(&failing, &empty_state)
+                .export(one_span())
+                .await
+                .is_err()
+        );
+        assert!(
+            observed(&answered_empty, &empty_state)
+                .export(Vec::new())
+                .await
+                .is_ok()
+        );
+        assert!(empty_state.last_export_failed());
+
+        // One state for both signals: a failure of either decides for both.
+        let logs_collector = Collector::default();
+        logs_collector.fail.store(true, Ordering::SeqCst);
+        let logs_state = ExportState::default();
+        let logs = observed(&logs_collector, &logs_state);
+        let spans = observed(&collector, &logs_state);
+        assert!(logs.export(one_span()).await.is_err());
+        logs_state.begin_shutdown();
+        assert!(spans.export(one_span()).await.is_err());
+        assert_eq!(collector.calls.load(Ordering::SeqCst), 2, "skipped");
     }
 }

@@ -1,6 +1,6 @@
 //! The one call a service makes at start-up, and the guard that flushes at shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -20,7 +20,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
 use crate::export::{
-    BoundedSpanProcessor, EXPORT_LOG_TARGET, ErrorReporter, ObservedLogExporter,
+    BoundedSpanProcessor, EXPORT_LOG_TARGET, ErrorReporter, ExportState, ObservedLogExporter,
     ObservedSpanExporter, PendingSpans,
 };
 use crate::export_thread::ExportRuntime;
@@ -149,6 +149,9 @@ where
         .map(|v| v.to_string())
         .unwrap_or_else(|| config.service_name.clone());
 
+    // Whether the collector failed the last export: at shutdown, the final batches are not
+    // retried when it did (see `ExportState`).
+    let export_state = ExportState::default();
     let (tracer_provider, logger_provider, export_runtime) = if config.sdk_disabled {
         (None, None, None)
     } else {
@@ -159,12 +162,19 @@ where
         // One budget for export-failure lines: a missing collector is one problem, reported
         // once per interval, not once per signal.
         let reporter = ErrorReporter::new("traces", config.export_error_log_interval);
-        let tracer = tracer_provider(&config, resource.clone(), reporter.clone(), &runtime)?;
+        let tracer = tracer_provider(
+            &config,
+            resource.clone(),
+            reporter.clone(),
+            export_state.clone(),
+            &runtime,
+        )?;
         let logger = if config.export_logs {
             Some(logger_provider(
                 &config,
                 resource,
                 reporter.for_signal("logs"),
+                export_state.clone(),
                 &runtime,
             )?)
         } else {
@@ -177,6 +187,7 @@ where
     let providers = Providers {
         tracer: tracer_provider,
         logger: logger_provider,
+        export_state,
         export_runtime,
     };
 
@@ -398,6 +409,7 @@ fn tracer_provider(
     config: &TelemetryConfig,
     resource: Resource,
     reporter: ErrorReporter,
+    state: ExportState,
     runtime: &ExportRuntime,
 ) -> Result<SdkTracerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
@@ -424,6 +436,7 @@ fn tracer_provider(
     let observed =
         ObservedSpanExporter::new(exporter, pending.clone(), config.export_error_log_interval)
             .with_reporter(reporter)
+            .with_state(state)
             .with_export_nice(config.export_nice);
     let batch_size = config.max_export_batch_size.min(config.max_queue_size);
     let batch = BatchSpanProcessor::builder(observed)
@@ -454,6 +467,7 @@ fn logger_provider(
     config: &TelemetryConfig,
     resource: Resource,
     reporter: ErrorReporter,
+    state: ExportState,
     runtime: &ExportRuntime,
 ) -> Result<SdkLoggerProvider, InitError> {
     let endpoint = config.resolved_otlp_endpoint();
@@ -477,6 +491,7 @@ fn logger_provider(
     .map_err(|e| exporter_error(config, e))?;
     let observed = ObservedLogExporter::new(exporter, config.export_error_log_interval)
         .with_reporter(reporter)
+        .with_state(state)
         .with_export_nice(config.export_nice);
     let processor = BatchLogProcessor::builder(observed)
         .with_batch_config(
@@ -498,28 +513,43 @@ fn logger_provider(
 struct Providers {
     tracer: Option<SdkTracerProvider>,
     logger: Option<SdkLoggerProvider>,
+    /// Shared by both exporters; told when shutdown begins.
+    export_state: ExportState,
     /// Drives the gRPC connections: stopped only after both providers have flushed.
     export_runtime: Option<ExportRuntime>,
 }
 
 impl Providers {
-    /// Flushes and shuts down traces, then logs, within `timeout` in all.
+    /// Flushes and shuts down traces and logs, side by side, each within `timeout`. If the
+    /// collector failed the last export, the final batches are given up at once instead of
+    /// being retried (see [`ExportState`]).
     fn shutdown(self, timeout: Duration) -> Result<(), ShutdownError> {
-        let deadline = Instant::now() + timeout;
-        let mut errors = Vec::new();
-        if let Some(tracer) = self.tracer
-            && let Err(e) = tracer.shutdown_with_timeout(timeout.mul_f32(0.6))
-        {
-            errors.push(format!("traces: {e}"));
-        }
-        if let Some(logger) = self.logger {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(100));
-            if let Err(e) = logger.shutdown_with_timeout(left) {
-                errors.push(format!("logs: {e}"));
-            }
-        }
+        self.export_state.begin_shutdown();
+        let (traces, logs) = std::thread::scope(|scope| {
+            let logs = self.logger.as_ref().map(|logger| {
+                scope.spawn(move || {
+                    logger
+                        .shutdown_with_timeout(timeout)
+                        .map_err(|e| format!("logs: {e}"))
+                })
+            });
+            let traces = self.tracer.as_ref().map(|tracer| {
+                tracer
+                    .shutdown_with_timeout(timeout)
+                    .map_err(|e| format!("traces: {e}"))
+            });
+            let logs = logs.map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err("logs: the shutdown thread panicked".into()))
+            });
+            (traces, logs)
+        });
+        let errors: Vec<String> = [traces, logs]
+            .into_iter()
+            .flatten()
+            .filter_map(Result::err)
+            .collect();
         // Both providers have flushed: the connections can go.
         drop(self.export_runtime);
         if errors.is_empty() {
