@@ -138,6 +138,21 @@ impl ExportState {
         self.0.last_export_failed.load(Ordering::Acquire)
     }
 
+    /// Runs `export` (of `items` items) and records its outcome, or fails at once without
+    /// running it when [`skip_at_shutdown`](Self::skip_at_shutdown) says so.
+    async fn export(
+        &self,
+        items: usize,
+        export: impl std::future::Future<Output = OTelSdkResult>,
+    ) -> OTelSdkResult {
+        if let Some(skipped) = self.skip_at_shutdown() {
+            return Err(skipped);
+        }
+        let result = export.await;
+        self.record(&result, items);
+        result
+    }
+
     /// Records the outcome of an export of `items` items. An empty batch says nothing about
     /// the collector (an exporter may answer it without a request), so it is not recorded.
     fn record(&self, result: &OTelSdkResult, items: usize) {
@@ -335,14 +350,7 @@ impl<E: SpanExporter> SpanExporter for ObservedSpanExporter<E> {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 Some(p.saturating_sub(n))
             });
-        let result = match self.state.skip_at_shutdown() {
-            Some(skipped) => Err(skipped),
-            None => {
-                let result = self.inner.export(batch).await;
-                self.state.record(&result, n);
-                result
-            }
-        };
+        let result = self.state.export(n, self.inner.export(batch)).await;
         match &result {
             Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_SPAN_EXPORTED).increment(n as u64),
             Err(e) => {
@@ -417,14 +425,7 @@ impl<E: LogExporter> LogExporter for ObservedLogExporter<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
         crate::export_thread::lower_this_export_thread_once(self.nice);
         let n = batch.iter().count();
-        let result = match self.state.skip_at_shutdown() {
-            Some(skipped) => Err(skipped),
-            None => {
-                let result = self.inner.export(batch).await;
-                self.state.record(&result, n);
-                result
-            }
-        };
+        let result = self.state.export(n, self.inner.export(batch)).await;
         match &result {
             Ok(()) => metrics::counter!(OTEL_SDK_EXPORTER_LOG_EXPORTED).increment(n as u64),
             Err(e) => {
