@@ -39,8 +39,7 @@ use crate::queue_link::QueueLink;
 /// because they had been delivered `max_deliveries` times without ever being settled.
 pub const DEAD_LETTERS: &str = "fulfillment_dead_letters_total";
 
-/// The longest one receive call waits for a first message. Short, so that shutdown is noticed
-/// promptly.
+/// The longest one receive call waits for a first message (shutdown does not wait for it).
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 /// The pause after a failed receive before trying again.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -96,7 +95,14 @@ pub(crate) async fn run(
         if !wait_while_stalled(&faults, &mut fault_changes, &stop).await {
             break;
         }
-        let received = queue.receive(permits.len(), RECEIVE_WAIT).await;
+        // Raced against `stop`, so shutdown does not wait out the receive's wait. A receive cut
+        // short after it leased messages leaves them unsettled: they are delivered again after
+        // the ack wait, here or to another worker (at least once), never lost.
+        let received = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            received = queue.receive(permits.len(), RECEIVE_WAIT) => received,
+        };
         count_unsettled_dead_letters(&queue, &mut unsettled_seen);
         let deliveries = match received {
             Ok(deliveries) => deliveries,
