@@ -8,7 +8,8 @@
 # bench/results/hops-<stamp>.md).
 #
 # Usage: RPS=250 DURATION=20s bench/hops.sh [--no-build]
-# (--no-build: use target/release's overhead-collector, overhead-hops and faultline as built;
+# (--no-build: use the release build's overhead-collector, overhead-hops and faultline as built,
+# in target/release or $CARGO_TARGET_DIR/release;
 # ports 4317, 14318, 8080-8082 and 9080-9082 must be free.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -34,7 +34,7 @@ pub enum Mode {
     Bare,
     /// Everything on, as `faultline serve gateway` runs it: `telemetry::init` (JSON logs,
     /// OTLP traces and logs through the batch processors, Prometheus recorder), the
-    /// [`telemetry::http::ServerLayer`] (SERVER span, RED metrics, request/trace id headers) and
+    /// `telemetry::http::ServerLayer` (SERVER span, RED metrics, request/trace id headers) and
     /// one `info` log line per request.
     Instrumented,
 }
