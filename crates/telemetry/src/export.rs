@@ -331,6 +331,7 @@ impl<E: SpanExporter> ObservedSpanExporter<E> {
         self.reporter = reporter;
         self
     }
+
     /// Shares `state` (see [`ExportState`]), e.g. with the log exporter, instead of keeping
     /// one of its own.
     pub fn with_state(mut self, state: ExportState) -> Self {
@@ -414,6 +415,7 @@ impl<E: LogExporter> ObservedLogExporter<E> {
         self.reporter = reporter;
         self
     }
+
     /// As [`ObservedSpanExporter::with_state`].
     pub fn with_state(mut self, state: ExportState) -> Self {
         self.state = state;
