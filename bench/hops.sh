@@ -16,11 +16,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RPS=${RPS:-250}
 DURATION=${DURATION:-20s}
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"   # BIN, log, die, machine_line
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=$ROOT/bench/results/hops-$STAMP
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 BUILD=1
 for a in "$@"; do
@@ -98,6 +97,7 @@ wait "$COLLECTOR" || true
     echo "\`RPS=$RPS DURATION=$DURATION bench/hops.sh\`, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)."
     echo "\`faultline up --no-load\` (native defaults), \`faultline load --mix 100,0,0 --rps $RPS --duration $DURATION\`;"
     echo "spans received by \`overhead-collector --spans-out\`, broken down by \`overhead-hops --anchor 'POST /api/orders'\`."
+    echo "Machine: $(machine_line)."
     echo
     echo "The load, as \`faultline load\` reported it (latency from each request's scheduled send time):"
     echo

@@ -15,6 +15,10 @@ TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# The machine, for a report: vCPUs, CPU model, memory, kernel, rustc.
+machine_line() {
+    echo "$(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)"
+}
 
 case "$OTLP_PROTOCOL" in
     grpc | http/protobuf) ;;

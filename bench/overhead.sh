@@ -405,7 +405,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         echo
     fi
     echo "- Date: $(date -u -d "@$START_EPOCH" '+%Y-%m-%d %H:%M UTC') ($(( (END_EPOCH - START_EPOCH) / 60 )) min $(( (END_EPOCH - START_EPOCH) % 60 )) s). Commit: $COMMIT."
-    echo "- Machine: $(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)."
+    echo "- Machine: $(machine_line)."
     echo "- CPU steal time during the run: $STEAL_PCT % of the cores' time (\`/proc/stat\`: time the VM's hypervisor gave"
     echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
     echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
