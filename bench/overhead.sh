@@ -351,7 +351,7 @@ if [ "$SKIP_UP" = 0 ]; then
         log "skipping faultline up: $BIN/faultline is missing"
     elif port_free 8080 && port_free 8081 && port_free 8082 && port_free 9080 && port_free 9081 && port_free 9082; then
         log "faultline up for $UP_DURATION s (default load, 5 requests/s)"
-        UP_HOW="\`target/release/faultline up\` (its default load: 5 requests/s, the default mix)"
+        UP_HOW="\`${BIN#"$ROOT"/}/faultline up\` (its default load: 5 requests/s, the default mix)"
         "$BIN/faultline" up --dir "$RAW/faultline-up" </dev/null >"$RAW/faultline-up.out" 2>&1 &
         UP_PID=$!
         PIDS+=("$UP_PID")
