@@ -5,6 +5,13 @@
 //! input is a pipe held by `up`: when `up` exits — cleanly, by Ctrl-C, or killed outright — the
 //! pipe closes and every child shuts down gracefully, flushing its telemetry. No process is left
 //! behind.
+//!
+//! Stopping follows the flow of an order backwards ([`STOP_ORDER`]): the gateway first (no new
+//! orders), then fulfillment (it finishes the orders it holds and can still report them to
+//! orders), then orders. The children run in process groups of their own, so Ctrl-C in the
+//! terminal reaches `up` alone and this order holds; sent to all three at once, fulfillment
+//! would retry its status reports against an orders service already gone (a second or more of
+//! shutdown, and an order left to be redelivered). A second Ctrl-C kills whatever still runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -91,6 +98,10 @@ async fn spawn(service: Service, exe: &Path, dir: &Path, token: &str) -> anyhow:
         .stderr(err)
         .env("FAULTLINE_ADMIN_TOKEN", token)
         .kill_on_drop(true);
+    // Out of the terminal's foreground process group: a Ctrl-C there reaches `up` alone, which
+    // then stops the services in STOP_ORDER through their stdin.
+    #[cfg(unix)]
+    cmd.process_group(0);
     // Native defaults, unless the user chose otherwise.
     if std::env::var_os("DATABASE_URL").is_none() {
         cmd.env(
@@ -152,21 +163,38 @@ async fn wait_ready(children: &mut [Spawned], timeout: Duration) -> anyhow::Resu
     }
 }
 
-/// Closes every child's stdin (they shut down gracefully) and waits for them; kills any child
-/// still running after `grace`.
+/// The order in which `up` stops the services: against the flow of an order, so that none is
+/// left waiting on one already gone (see the [module docs](self)).
+pub const STOP_ORDER: [Service; 3] = [Service::Gateway, Service::Fulfillment, Service::Orders];
+
+/// Stops the children one after another in [`STOP_ORDER`]: closes a child's stdin (it shuts down
+/// gracefully) and waits for it to exit before telling the next. A child still running when
+/// `grace` (for all of them together) is over is killed, and so is every child still running
+/// if a second Ctrl-C or SIGTERM arrives meanwhile.
 async fn stop_all(children: &mut [Spawned], grace: Duration) {
-    for c in children.iter_mut() {
-        drop(c.child.stdin.take());
-    }
     let deadline = tokio::time::Instant::now() + grace;
-    for c in children.iter_mut() {
-        match tokio::time::timeout_at(deadline, c.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("{} did not stop in time; killing it", c.service.name());
-                let _ = c.child.kill().await;
+    let mut impatient = std::pin::pin!(servicekit::server::shutdown_signal());
+    let mut kill_all = false;
+    for service in STOP_ORDER {
+        let Some(c) = children.iter_mut().find(|c| c.service == service) else {
+            continue;
+        };
+        drop(c.child.stdin.take());
+        if !kill_all {
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, c.child.wait()) => {
+                    if r.is_ok() {
+                        continue;
+                    }
+                    eprintln!("{} did not stop in time; killing it", c.service.name());
+                }
+                signal = &mut impatient => {
+                    eprintln!("{signal} again: killing the services");
+                    kill_all = true;
+                }
             }
         }
+        let _ = c.child.kill().await;
     }
 }
 
@@ -381,7 +409,20 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &Otlp) {
 
 #[cfg(test)]
 mod tests {
-    use super::otlp_receiver_listens;
+    use super::{STOP_ORDER, otlp_receiver_listens};
+    use crate::serve::Service;
+
+    #[test]
+    fn every_service_has_its_place_in_the_stop_order() {
+        for service in Service::ALL {
+            assert_eq!(
+                STOP_ORDER.iter().filter(|s| **s == service).count(),
+                1,
+                "{} must appear once in STOP_ORDER, or `up` never stops it",
+                service.name()
+            );
+        }
+    }
 
     #[tokio::test]
     async fn the_banner_knows_whether_an_otlp_receiver_listens() {

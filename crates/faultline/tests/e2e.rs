@@ -476,12 +476,12 @@ async fn stop_reasons(mut gateway: support::Service) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_under_faultline_up_logs_one_reason_to_stop() {
+async fn a_signal_and_stdin_eof_together_log_one_reason_to_stop() {
     let collector = FakeCollector::start().await;
-    // Ctrl-C in `faultline up`'s terminal: the terminal sends SIGINT to the whole process
-    // group, and `up`, signalled at the same moment, closes the services' stdin as it stops
-    // them. Either may reach the service first; it logs the first, once. (Three times, as the
-    // order varies.)
+    // A service run with `--stop-on-stdin-eof` by a parent that shares its process group (a
+    // supervisor other than `up`, which gives each service a group of its own): Ctrl-C in the
+    // terminal signals both, and the parent closes the service's stdin as it stops. Either may
+    // reach the service first; it logs the first, once. (Three times, as the order varies.)
     for _ in 0..3 {
         let (mut gateway, _dir) = lone_gateway(&collector).await;
         let pid = gateway.child.id().unwrap().to_string();
