@@ -16,8 +16,9 @@
 //!   signal) failed. At shutdown, once [`ExportState::begin_shutdown`] is called, an exporter
 //!   whose collector failed the last export gives up on the final batches at once instead of
 //!   retrying each with backoff (opentelemetry-otlp's retry policy spends ~0.8 s on a batch
-//!   the collector refuses): what is left is at most an export already under way when the
-//!   shutdown began. While the collector answers, the final batches are exported as usual.
+//!   the collector refuses). If nothing listens at the collector's address (a TCP connection
+//!   is refused), an export already under way when the shutdown began is abandoned too.
+//!   While the collector answers, the final batches are exported as usual.
 //!
 //! The failure reports use the target `telemetry::export`, which the OTLP log pipeline
 //! excludes: a report about a failing export must never itself be queued for that export.
@@ -117,20 +118,81 @@ impl ErrorReporter {
 ///
 /// An exporter with a state (`with_state`) skips its export, failing it at once, when both
 /// hold: the final batches of a process whose collector is unreachable are not retried.
+///
+/// A state made with [`for_collector`](Self::for_collector) also knows where the collector
+/// is. At [`begin_shutdown`](Self::begin_shutdown), unless the last export is known to have
+/// succeeded with none under way, it tries a TCP connection there; if every address refuses
+/// it (nothing listens), the collector counts as down: the final batches are skipped, and an
+/// export already under way (opentelemetry-otlp retries a refused connection 3 times, ~0.8 s
+/// of backoff) is abandoned at once. Any other outcome (connected, timed out, unresolvable)
+/// leaves export as it was.
 #[derive(Clone, Debug, Default)]
 pub struct ExportState(Arc<ExportStateInner>);
 
 #[derive(Debug, Default)]
 struct ExportStateInner {
     last_export_failed: std::sync::atomic::AtomicBool,
+    /// An export of at least one item has completed (so `last_export_failed` means something).
+    exported_once: std::sync::atomic::AtomicBool,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Set at shutdown when nothing listens at the collector's address.
+    collector_down: std::sync::atomic::AtomicBool,
+    /// Exports under way.
+    in_flight: AtomicUsize,
+    /// Wakes the exports under way when `collector_down` is set.
+    abandon: tokio::sync::Notify,
+    /// `host:port` of the collector, probed at shutdown.
+    collector: Option<String>,
+    /// The runtime the exporters' connections run on: entered while an export is polled, so
+    /// that opentelemetry-otlp waits out its retry backoff with a tokio timer (which an
+    /// abandoned export can stop) rather than by blocking the export thread in `sleep(2)`.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
+/// How long the shutdown probe waits for each address of the collector.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
 impl ExportState {
+    /// A state for exporters sending to `endpoint` (an OTLP endpoint URL such as
+    /// `http://localhost:4317`; a URL without a port gets its scheme's, 80 or 443), whose
+    /// connections run on `runtime` (if any). See the type's docs for what it does at shutdown.
+    pub fn for_collector(endpoint: &str, runtime: Option<tokio::runtime::Handle>) -> Self {
+        let collector = endpoint.parse::<http::Uri>().ok().and_then(|uri| {
+            let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            Some(if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
+        });
+        Self(Arc::new(ExportStateInner {
+            collector,
+            runtime,
+            ..Default::default()
+        }))
+    }
+
     /// From now on, an export is skipped (and counted as failed) while the last export of any
-    /// signal sharing this state failed. Call it just before shutting the providers down.
+    /// signal sharing this state failed, or while nothing listens at the collector's address
+    /// (probed now, see the type's docs; this may block for a few hundred milliseconds, so
+    /// call it from a thread that may block). Call it just before shutting the providers down.
     pub fn begin_shutdown(&self) {
-        self.0.shutting_down.store(true, Ordering::Release);
+        let inner = &self.0;
+        inner.shutting_down.store(true, Ordering::Release);
+        let known_good = inner.exported_once.load(Ordering::Acquire)
+            && !self.last_export_failed()
+            && inner.in_flight.load(Ordering::Acquire) == 0;
+        if !known_good
+            && let Some(collector) = &inner.collector
+            && nothing_listens(collector)
+        {
+            inner.collector_down.store(true, Ordering::Release);
+            inner.abandon.notify_waiters();
+        }
     }
 
     /// Whether the last export (of any signal sharing this state) failed.
@@ -139,16 +201,32 @@ impl ExportState {
     }
 
     /// Runs `export` (of `items` items) and records its outcome, or fails at once without
-    /// running it when [`skip_at_shutdown`](Self::skip_at_shutdown) says so.
+    /// running it when [`skip_at_shutdown`](Self::skip_at_shutdown) says so; abandons it
+    /// (failed) if the shutdown finds the collector down while it runs.
     async fn export(
         &self,
         items: usize,
         export: impl std::future::Future<Output = OTelSdkResult>,
     ) -> OTelSdkResult {
+        let inner = &self.0;
+        // Created before the checks below: it hears a `notify_waiters` from then on.
+        let mut abandon = std::pin::pin!(inner.abandon.notified());
         if let Some(skipped) = self.skip_at_shutdown() {
             return Err(skipped);
         }
-        let result = export.await;
+        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&inner.in_flight);
+        let mut export = std::pin::pin!(export);
+        let outcome = std::future::poll_fn(|cx| {
+            if abandon.as_mut().poll(cx).is_ready() || inner.collector_down.load(Ordering::Acquire)
+            {
+                return std::task::Poll::Ready(None);
+            }
+            let _entered = inner.runtime.as_ref().map(tokio::runtime::Handle::enter);
+            export.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        let result = outcome.unwrap_or_else(|| Err(abandoned()));
         self.record(&result, items);
         result
     }
@@ -160,18 +238,58 @@ impl ExportState {
             self.0
                 .last_export_failed
                 .store(result.is_err(), Ordering::Release);
+            self.0.exported_once.store(true, Ordering::Release);
         }
     }
 
     /// The error an export skipped at shutdown fails with, or `None` to export.
     fn skip_at_shutdown(&self) -> Option<OTelSdkError> {
-        (self.0.shutting_down.load(Ordering::Acquire) && self.last_export_failed()).then(|| {
+        let inner = &self.0;
+        if inner.collector_down.load(Ordering::Acquire) {
+            return Some(abandoned());
+        }
+        (inner.shutting_down.load(Ordering::Acquire) && self.last_export_failed()).then(|| {
             OTelSdkError::InternalFailure(
                 "not exported: shutting down, and the collector failed the last export (not retried)"
                     .into(),
             )
         })
     }
+}
+
+/// The error of an export skipped or abandoned because nothing listens at the collector's
+/// address at shutdown.
+fn abandoned() -> OTelSdkError {
+    OTelSdkError::InternalFailure(
+        "not exported: shutting down, and nothing listens at the collector's address".into(),
+    )
+}
+
+/// Counts an export under way for as long as it lives (an abandoned or cancelled one too).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether every address of `collector` (`host:port`) refuses a TCP connection: nothing
+/// listens there. `false` when one accepts, or when the answer is unclear (no address, a
+/// timeout, another error).
+fn nothing_listens(collector: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addrs) = collector.to_socket_addrs() else {
+        return false;
+    };
+    let mut refused = false;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
+            _ => return false,
+        }
+    }
+    refused
 }
 
 /// The `error_type` label of a failed export.
@@ -606,5 +724,159 @@ mod tests {
         logs_state.begin_shutdown();
         assert!(spans.export(one_span()).await.is_err());
         assert_eq!(collector.calls.load(Ordering::SeqCst), 2, "skipped");
+    }
+
+    /// A span exporter whose exports wait until `release` is notified (for ever if never),
+    /// like one retrying a collector that does not answer.
+    #[derive(Debug, Default)]
+    struct Stuck {
+        calls: AtomicUsize,
+        release: tokio::sync::Notify,
+    }
+
+    impl SpanExporter for &Stuck {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.release.notified().await;
+            Ok(())
+        }
+    }
+
+    /// An endpoint at a port that refused connections a moment ago (nothing listens).
+    fn refusing_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Starts one export of `exporter` in a task and waits until it is under way.
+    async fn export_under_way(
+        exporter: ObservedSpanExporter<&'static Stuck>,
+        stuck: &Stuck,
+    ) -> tokio::task::JoinHandle<OTelSdkResult> {
+        let task = tokio::spawn(async move { exporter.export(one_span()).await });
+        while stuck.calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task
+    }
+
+    fn stuck_exporter(
+        state: &ExportState,
+    ) -> (&'static Stuck, ObservedSpanExporter<&'static Stuck>) {
+        let stuck: &'static Stuck = Box::leak(Box::default());
+        let exporter =
+            ObservedSpanExporter::new(stuck, PendingSpans::default(), Duration::from_secs(3600))
+                .with_state(state.clone());
+        (stuck, exporter)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_shutdown_an_export_under_way_is_abandoned_when_nothing_listens() {
+        let state = ExportState::for_collector(&refusing_endpoint(), None);
+        let (stuck, exporter) = stuck_exporter(&state);
+        let task = export_under_way(exporter, stuck).await;
+        let shutting_down = state.clone();
+        tokio::task::spawn_blocking(move || shutting_down.begin_shutdown())
+            .await
+            .unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the export under way was not abandoned")
+            .unwrap();
+        assert!(
+            matches!(&result, Err(OTelSdkError::InternalFailure(m)) if m.contains("nothing listens")),
+            "{result:?}"
+        );
+        assert!(state.last_export_failed());
+        // The final batches are not tried either.
+        let (later, exporter) = stuck_exporter(&state);
+        assert!(exporter.export(one_span()).await.is_err());
+        assert_eq!(later.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_shutdown_an_export_under_way_goes_on_while_the_collector_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = ExportState::for_collector(&endpoint, None);
+        let (stuck, exporter) = stuck_exporter(&state);
+        let task = export_under_way(exporter, stuck).await;
+        let shutting_down = state.clone();
+        tokio::task::spawn_blocking(move || shutting_down.begin_shutdown())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !task.is_finished(),
+            "abandoned although the collector listens"
+        );
+        stuck.release.notify_waiters();
+        assert!(task.await.unwrap().is_ok());
+        assert!(!state.last_export_failed());
+    }
+
+    /// opentelemetry-otlp waits out its retry backoff with `tokio::time::sleep` when a runtime
+    /// is current, else by blocking its thread. The SDK's batch processor exports from a
+    /// thread of its own, outside any runtime: the state enters the export runtime around each
+    /// poll, so the wait is a timer an abandoned export can drop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exports_from_the_batch_thread_run_inside_the_export_runtime() {
+        #[derive(Debug, Default)]
+        struct Sleeper(Arc<AtomicUsize>);
+        impl SpanExporter for Sleeper {
+            async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+                // Panics without a current runtime ("there is no reactor running").
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+        let done = Arc::new(AtomicUsize::new(0));
+        let state = ExportState::for_collector(
+            &refusing_endpoint(),
+            Some(tokio::runtime::Handle::current()),
+        );
+        let exporter = ObservedSpanExporter::new(
+            Sleeper(done.clone()),
+            PendingSpans::default(),
+            Duration::from_secs(3600),
+        )
+        .with_state(state);
+        let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
+        tokio::task::spawn_blocking(move || {
+            for span in one_span() {
+                processor.on_end(span);
+            }
+            let _ = processor.force_flush();
+            let _ = processor.shutdown();
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            1,
+            "the export's timer did not run"
+        );
+    }
+
+    #[test]
+    fn the_collector_address_comes_from_the_endpoint() {
+        let address = |e: &str| ExportState::for_collector(e, None).0.collector.clone();
+        assert_eq!(
+            address("http://localhost:4317").as_deref(),
+            Some("localhost:4317")
+        );
+        assert_eq!(
+            address("https://otel.example.com").as_deref(),
+            Some("otel.example.com:443")
+        );
+        assert_eq!(
+            address("http://collector/v1").as_deref(),
+            Some("collector:80")
+        );
+        assert_eq!(address("http://[::1]:4318").as_deref(), Some("[::1]:4318"));
+        assert_eq!(address("not a url"), None);
     }
 }

@@ -149,16 +149,21 @@ where
         .map(|v| v.to_string())
         .unwrap_or_else(|| config.service_name.clone());
 
-    // Whether the collector failed the last export: at shutdown, the final batches are not
-    // retried when it did (see `ExportState`).
-    let export_state = ExportState::default();
-    let (tracer_provider, logger_provider, export_runtime) = if config.sdk_disabled {
-        (None, None, None)
+    let (tracer_provider, logger_provider, export_runtime, export_state) = if config.sdk_disabled {
+        (None, None, None, ExportState::default())
     } else {
         // The exporters' connections live on a runtime of their own, off the service's
         // threads and at a lower priority (see `crate::export_thread`).
         let runtime = ExportRuntime::start(config.export_nice)
             .map_err(|e| exporter_error(&config, format!("cannot start the export thread: {e}")))?;
+        // Whether the collector failed the last export, and where it is: at shutdown, the
+        // final batches are not retried when it did, nor when nothing listens there (see
+        // `ExportState`). The gRPC exporters run on the export runtime; the HTTP one uses a
+        // blocking client, which must not run inside a runtime.
+        let export_state = ExportState::for_collector(
+            &config.resolved_otlp_endpoint(),
+            matches!(config.otlp_protocol, OtlpProtocol::Grpc).then(|| runtime.handle().clone()),
+        );
         // One budget for export-failure lines: a missing collector is one problem, reported
         // once per interval, not once per signal.
         let reporter = ErrorReporter::new("traces", config.export_error_log_interval);
@@ -180,7 +185,7 @@ where
         } else {
             None
         };
-        (Some(tracer), logger, Some(runtime))
+        (Some(tracer), logger, Some(runtime), export_state)
     };
     // Held together from here on, so that on every path (an error below included) the
     // providers flush before the export runtime stops: `Providers` drops in field order.
@@ -521,8 +526,8 @@ struct Providers {
 
 impl Providers {
     /// Flushes and shuts down traces and logs, side by side, each within `timeout`. If the
-    /// collector failed the last export, the final batches are given up at once instead of
-    /// being retried (see [`ExportState`]).
+    /// collector failed the last export, or nothing listens at its address, the final batches
+    /// are given up at once instead of being retried (see [`ExportState`]).
     fn shutdown(self, timeout: Duration) -> Result<(), ShutdownError> {
         self.export_state.begin_shutdown();
         let (traces, logs) = std::thread::scope(|scope| {
@@ -594,7 +599,9 @@ impl TelemetryGuard {
     }
 
     /// Flushes pending spans and log records and shuts the exporters down, taking at most the
-    /// configured [`shutdown_timeout`](TelemetryConfig::shutdown_timeout) (plus scheduling).
+    /// configured [`shutdown_timeout`](TelemetryConfig::shutdown_timeout), plus scheduling and,
+    /// unless the last export is known to have succeeded, one TCP connection attempt to the
+    /// collector (at most 200 ms per address; see [`crate::export::ExportState`]).
     ///
     /// # Errors
     /// [`ShutdownError`] when a provider's flush or shutdown failed or timed out; telemetry is
