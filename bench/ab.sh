@@ -125,7 +125,7 @@ mkdir -p "$ROOT/bench/results"
     echo "- GET /$ROUTE, instrumented, export over OTLP \`$OTLP_PROTOCOL\` unless an _ENV says otherwise; open loop at $RATE requests/s for ${DURATION} s (after 1 s of warm-up),"
     echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU."
     echo "- Rounds: $ROUNDS, alternated (odd rounds A first); medians.$([ "$ROUTE" = work ] && echo " GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\`.")"
-    echo "- Machine: $(machine_line)."
+    echo "- Machine: $(machine_line).$(extra_env_note)"
     echo
     echo "| build | CPU µs per request at $RATE/s | p50 µs | p99 µs | saturated requests/s | spans received per request | spans dropped per request at $RATE/s / saturated |"
     echo "|---|---|---|---|---|---|---|"

@@ -116,7 +116,7 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo
     echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead || echo ', telemetry/overhead modified')):"
     echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)}, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
-    echo "Machine: $(machine_line)."
+    echo "Machine: $(machine_line).$(extra_env_note)"
     echo
     echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
     echo "|---|---|---|---|"

@@ -55,6 +55,11 @@ otlp_endpoint() {
     esac
 }
 
+# extra_env_note: a sentence for a report naming SERVER_EXTRA_ENV, or nothing when it is unset.
+extra_env_note() {
+    [ -z "${SERVER_EXTRA_ENV:-}" ] || echo " Every server also ran with \`$SERVER_EXTRA_ENV\` (\`SERVER_EXTRA_ENV\`)."
+}
+
 # server_env [OTLP_ENDPOINT]: sets SERVER_ENV, the whole environment of an overhead-server,
 # configured the way `faultline serve` reads it (for `env -i "${SERVER_ENV[@]}" …`). OTLP goes
 # to the live receiver over OTLP_PROTOCOL unless another endpoint is given.
@@ -65,6 +70,11 @@ server_env() {
         OTEL_EXPORTER_OTLP_PROTOCOL="$OTLP_PROTOCOL"
         OTEL_EXPORTER_OTLP_ENDPOINT="${1:-$(otlp_endpoint)}"
     )
+    # SERVER_EXTRA_ENV: more settings for every server of a run, bare and instrumented alike,
+    # e.g. SERVER_EXTRA_ENV="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2".
+    local extra
+    read -ra extra <<<"${SERVER_EXTRA_ENV:-}"
+    SERVER_ENV+=("${extra[@]}")
 }
 
 # collector_spans: how many spans the live receiver (start_collector) has counted so far.
