@@ -124,8 +124,8 @@ impl ErrorReporter {
 /// succeeded with none under way, it tries a TCP connection there; if every address refuses
 /// it (nothing listens), the collector counts as down: the final batches are skipped, and an
 /// export already under way (opentelemetry-otlp retries a refused connection 3 times, ~0.8 s
-/// of backoff) is abandoned at once. Any other outcome (connected, timed out, unresolvable)
-/// leaves export as it was.
+/// of backoff) is abandoned at once. Any other outcome (connected, timed out, a name not
+/// resolved within 200 ms) leaves export as it was.
 #[derive(Clone, Debug, Default)]
 pub struct ExportState(Arc<ExportStateInner>);
 
@@ -139,6 +139,10 @@ struct ExportStateInner {
     collector_down: std::sync::atomic::AtomicBool,
     /// Exports under way.
     in_flight: AtomicUsize,
+    /// Set by [`ExportState::stop_exports`]: the export runtime is about to stop.
+    stopped: std::sync::atomic::AtomicBool,
+    /// Exports being polled right now (see [`ExportState::stop_exports`]).
+    polling: AtomicUsize,
     /// Wakes the exports under way when `collector_down` is set.
     abandon: tokio::sync::Notify,
     /// `host:port` of the collector, probed at shutdown.
@@ -154,21 +158,25 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl ExportState {
     /// A state for exporters sending to `endpoint` (an OTLP endpoint URL such as
-    /// `http://localhost:4317`; a URL without a port gets its scheme's, 80 or 443), whose
-    /// connections run on `runtime` (if any). See the type's docs for what it does at shutdown.
-    pub fn for_collector(endpoint: &str, runtime: Option<tokio::runtime::Handle>) -> Self {
-        let collector = endpoint.parse::<http::Uri>().ok().and_then(|uri| {
-            let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
+    /// `http://localhost:4317`; a URL without a port gets its scheme's, 80 or 443; `None`: no
+    /// probe at shutdown, e.g. for an exporter that reaches the collector through a proxy),
+    /// whose connections run on `runtime` (if any). See the type's docs for what it does at
+    /// shutdown.
+    pub fn for_collector(endpoint: Option<&str>, runtime: Option<tokio::runtime::Handle>) -> Self {
+        let collector = endpoint
+            .and_then(|e| e.parse::<http::Uri>().ok())
+            .and_then(|uri| {
+                let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+                let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                    Some("https") => 443,
+                    _ => 80,
+                });
+                Some(if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                })
             });
-            Some(if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            })
-        });
         Self(Arc::new(ExportStateInner {
             collector,
             runtime,
@@ -182,16 +190,30 @@ impl ExportState {
     /// call it from a thread that may block). Call it just before shutting the providers down.
     pub fn begin_shutdown(&self) {
         let inner = &self.0;
-        inner.shutting_down.store(true, Ordering::Release);
+        inner.shutting_down.store(true, Ordering::SeqCst);
         let known_good = inner.exported_once.load(Ordering::Acquire)
             && !self.last_export_failed()
-            && inner.in_flight.load(Ordering::Acquire) == 0;
+            && inner.in_flight.load(Ordering::SeqCst) == 0;
         if !known_good
             && let Some(collector) = &inner.collector
             && nothing_listens(collector)
         {
             inner.collector_down.store(true, Ordering::Release);
             inner.abandon.notify_waiters();
+        }
+    }
+
+    /// Ends every export still under way, before the runtime its connections run on stops (a
+    /// shutdown that timed out leaves the SDK's batch threads exporting; polling a tokio timer
+    /// of a stopped runtime panics). Waits for a poll in progress to return (at most 100 ms;
+    /// polls do not block). Exports started later fail at once.
+    pub(crate) fn stop_exports(&self) {
+        let inner = &self.0;
+        inner.stopped.store(true, Ordering::SeqCst);
+        inner.abandon.notify_waiters();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while inner.polling.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -214,19 +236,28 @@ impl ExportState {
         if let Some(skipped) = self.skip_at_shutdown() {
             return Err(skipped);
         }
-        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&inner.in_flight);
         let mut export = std::pin::pin!(export);
-        let outcome = std::future::poll_fn(|cx| {
+        let result = std::future::poll_fn(|cx| {
+            // Counted before `stopped` is read: `stop_exports` sets it, then waits for this
+            // count to fall to 0 (both sequentially consistent), so the export is either not
+            // polled or polled to the end of this poll before the runtime stops.
+            inner.polling.fetch_add(1, Ordering::SeqCst);
+            let _polling = InFlight(&inner.polling);
+            if inner.stopped.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(Err(OTelSdkError::InternalFailure(
+                    "not exported: telemetry shut down before the export finished".into(),
+                )));
+            }
             if abandon.as_mut().poll(cx).is_ready() || inner.collector_down.load(Ordering::Acquire)
             {
-                return std::task::Poll::Ready(None);
+                return std::task::Poll::Ready(Err(abandoned()));
             }
             let _entered = inner.runtime.as_ref().map(tokio::runtime::Handle::enter);
-            export.as_mut().poll(cx).map(Some)
+            export.as_mut().poll(cx)
         })
         .await;
-        let result = outcome.unwrap_or_else(|| Err(abandoned()));
         self.record(&result, items);
         result
     }
@@ -245,6 +276,11 @@ impl ExportState {
     /// The error an export skipped at shutdown fails with, or `None` to export.
     fn skip_at_shutdown(&self) -> Option<OTelSdkError> {
         let inner = &self.0;
+        if inner.stopped.load(Ordering::SeqCst) {
+            return Some(OTelSdkError::InternalFailure(
+                "not exported: telemetry has shut down".into(),
+            ));
+        }
         if inner.collector_down.load(Ordering::Acquire) {
             return Some(abandoned());
         }
@@ -265,21 +301,35 @@ fn abandoned() -> OTelSdkError {
     )
 }
 
-/// Counts an export under way for as long as it lives (an abandoned or cancelled one too).
+/// Decrements a count when dropped: an export under way (abandoned or cancelled ones too), or
+/// one being polled.
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Whether every address of `collector` (`host:port`) refuses a TCP connection: nothing
-/// listens there. `false` when one accepts, or when the answer is unclear (no address, a
-/// timeout, another error).
+/// listens there. `false` when one accepts, or when the answer is unclear (the name not
+/// resolved within [`PROBE_TIMEOUT`], no address, a timeout, another error).
 fn nothing_listens(collector: &str) -> bool {
     use std::net::ToSocketAddrs;
-    let Ok(addrs) = collector.to_socket_addrs() else {
+    // The name lookup blocks for as long as the resolver takes: on a thread of its own,
+    // abandoned if it has not answered in time.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = collector.to_owned();
+    if std::thread::Builder::new()
+        .name("otel-probe".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(Vec::from_iter));
+        })
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(Ok(addrs)) = rx.recv_timeout(PROBE_TIMEOUT) else {
         return false;
     };
     let mut refused = false;
@@ -774,7 +824,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn at_shutdown_an_export_under_way_is_abandoned_when_nothing_listens() {
-        let state = ExportState::for_collector(&refusing_endpoint(), None);
+        let state = ExportState::for_collector(Some(&refusing_endpoint()), None);
         let (stuck, exporter) = stuck_exporter(&state);
         let task = export_under_way(exporter, stuck).await;
         let shutting_down = state.clone();
@@ -800,7 +850,7 @@ mod tests {
     async fn at_shutdown_an_export_under_way_goes_on_while_the_collector_listens() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let state = ExportState::for_collector(&endpoint, None);
+        let state = ExportState::for_collector(Some(&endpoint), None);
         let (stuck, exporter) = stuck_exporter(&state);
         let task = export_under_way(exporter, stuck).await;
         let shutting_down = state.clone();
@@ -835,7 +885,7 @@ mod tests {
         }
         let done = Arc::new(AtomicUsize::new(0));
         let state = ExportState::for_collector(
-            &refusing_endpoint(),
+            Some(&refusing_endpoint()),
             Some(tokio::runtime::Handle::current()),
         );
         let exporter = ObservedSpanExporter::new(
@@ -861,9 +911,74 @@ mod tests {
         );
     }
 
+    /// Runs `future` to completion on this thread, outside any runtime, as the SDK's batch
+    /// processors do (`futures_executor::block_on`).
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn an_export_still_under_way_when_the_export_runtime_stops_ends_without_panicking() {
+        // A shutdown that timed out: the batch thread is still in the exporter's retry backoff
+        // (tokio timers of the export runtime) when that runtime is dropped.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state =
+            ExportState::for_collector(Some(&refusing_endpoint()), Some(runtime.handle().clone()));
+        let polled = Arc::new(AtomicUsize::new(0));
+        let exporting = {
+            let state = state.clone();
+            let polled = polled.clone();
+            std::thread::spawn(move || {
+                block_on(state.export(1, async move {
+                    loop {
+                        polled.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }))
+            })
+        };
+        while polled.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        state.stop_exports();
+        drop(runtime);
+        let result = exporting
+            .join()
+            .expect("the exporting thread panicked after the runtime stopped");
+        assert!(
+            matches!(&result, Err(OTelSdkError::InternalFailure(m)) if m.contains("shut down")),
+            "{result:?}"
+        );
+        // Later exports fail at once.
+        assert!(block_on(state.export(1, async { Ok(()) })).is_err());
+    }
+
     #[test]
     fn the_collector_address_comes_from_the_endpoint() {
-        let address = |e: &str| ExportState::for_collector(e, None).0.collector.clone();
+        let address = |e: &str| {
+            ExportState::for_collector(Some(e), None)
+                .0
+                .collector
+                .clone()
+        };
         assert_eq!(
             address("http://localhost:4317").as_deref(),
             Some("localhost:4317")
@@ -878,5 +993,6 @@ mod tests {
         );
         assert_eq!(address("http://[::1]:4318").as_deref(), Some("[::1]:4318"));
         assert_eq!(address("not a url"), None);
+        assert_eq!(ExportState::for_collector(None, None).0.collector, None);
     }
 }

@@ -159,10 +159,13 @@ where
         // Whether the collector failed the last export, and where it is: at shutdown, the
         // final batches are not retried when it did, nor when nothing listens there (see
         // `ExportState`). The gRPC exporters run on the export runtime; the HTTP one uses a
-        // blocking client, which must not run inside a runtime.
+        // blocking client, which must not run inside a runtime, and which honours the proxy
+        // variables: through a proxy, a refused direct connection says nothing.
+        let grpc = matches!(config.otlp_protocol, OtlpProtocol::Grpc);
+        let endpoint = config.resolved_otlp_endpoint();
         let export_state = ExportState::for_collector(
-            &config.resolved_otlp_endpoint(),
-            matches!(config.otlp_protocol, OtlpProtocol::Grpc).then(|| runtime.handle().clone()),
+            (grpc || !proxy_configured()).then_some(endpoint.as_str()),
+            grpc.then(|| runtime.handle().clone()),
         );
         // One budget for export-failure lines: a missing collector is one problem, reported
         // once per interval, not once per signal.
@@ -513,6 +516,21 @@ fn logger_provider(
         .build())
 }
 
+/// Whether an HTTP proxy variable is set (the OTLP/HTTP exporter's client, reqwest, uses
+/// them: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, upper or lower case).
+fn proxy_configured() -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()))
+}
+
 /// The pipelines. Fields drop in order: the providers (which flush) before the runtime that
 /// drives their connections.
 struct Providers {
@@ -555,7 +573,9 @@ impl Providers {
             .flatten()
             .filter_map(Result::err)
             .collect();
-        // Both providers have flushed: the connections can go.
+        // Both providers have flushed, or given up (a timeout leaves their batch threads
+        // exporting): end what is still under way, then the connections can go.
+        self.export_state.stop_exports();
         drop(self.export_runtime);
         if errors.is_empty() {
             Ok(())
