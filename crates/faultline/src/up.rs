@@ -11,7 +11,9 @@
 //! orders), then orders. The children run in process groups of their own, so Ctrl-C in the
 //! terminal reaches `up` alone and this order holds; sent to all three at once, fulfillment
 //! would retry its status reports against an orders service already gone (a second or more of
-//! shutdown, and an order left to be redelivered). A second Ctrl-C kills whatever still runs.
+//! shutdown, and an order left to be redelivered). Each service has [`STOP_GRACE`] to stop
+//! before it is killed. From the first Ctrl-C on, a second one (or SIGTERM) kills whatever
+//! still runs and `up` exits with status 130.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -167,35 +169,69 @@ async fn wait_ready(children: &mut [Spawned], timeout: Duration) -> anyhow::Resu
 /// left waiting on one already gone (see the [module docs](self)).
 pub const STOP_ORDER: [Service; 3] = [Service::Gateway, Service::Fulfillment, Service::Orders];
 
+/// How long each service has to stop after its stdin closes before it is killed: its telemetry
+/// flush alone may take the telemetry shutdown timeout (5 s) when the collector hangs.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How the services stopped.
+#[derive(Debug, Default)]
+struct Stopped {
+    /// Killed for not stopping within [`STOP_GRACE`].
+    timed_out: Vec<&'static str>,
+    /// Killed because a second Ctrl-C or SIGTERM came.
+    interrupted: bool,
+}
+
+/// Stops the children one after another in [`STOP_ORDER`], listening for a second Ctrl-C or
+/// SIGTERM from now on (see [`stop_in_order`]).
+async fn stop_all(children: &mut [Spawned]) -> Stopped {
+    let impatient = std::pin::pin!(servicekit::server::listen_for_shutdown_signal());
+    stop_in_order(children, impatient, false).await
+}
+
 /// Stops the children one after another in [`STOP_ORDER`]: closes a child's stdin (it shuts down
-/// gracefully) and waits for it to exit before telling the next. A child still running when
-/// `grace` (for all of them together) is over is killed, and so is every child still running
-/// if a second Ctrl-C or SIGTERM arrives meanwhile.
-async fn stop_all(children: &mut [Spawned], grace: Duration) {
-    let deadline = tokio::time::Instant::now() + grace;
-    let mut impatient = std::pin::pin!(servicekit::server::shutdown_signal());
-    let mut kill_all = false;
+/// gracefully) and waits for it to exit before telling the next, printing each as it goes. A
+/// child still running after [`STOP_GRACE`] is killed. When `impatient` (a second Ctrl-C or
+/// SIGTERM) completes meanwhile, or `kill_all` is set, every child still running is killed at
+/// once.
+async fn stop_in_order(
+    children: &mut [Spawned],
+    mut impatient: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+    kill_all: bool,
+) -> Stopped {
+    let mut stopped = Stopped {
+        interrupted: kill_all,
+        ..Stopped::default()
+    };
     for service in STOP_ORDER {
         let Some(c) = children.iter_mut().find(|c| c.service == service) else {
             continue;
         };
+        let name = c.service.name();
         drop(c.child.stdin.take());
-        if !kill_all {
+        if !stopped.interrupted {
+            let started = Instant::now();
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, c.child.wait()) => {
+                r = tokio::time::timeout(STOP_GRACE, c.child.wait()) => {
                     if r.is_ok() {
+                        println!("  {name} stopped ({} ms)", started.elapsed().as_millis());
                         continue;
                     }
-                    eprintln!("{} did not stop in time; killing it", c.service.name());
+                    eprintln!(
+                        "  {name} did not stop within {}; killing it",
+                        humantime::format_duration(STOP_GRACE)
+                    );
+                    stopped.timed_out.push(name);
                 }
                 signal = &mut impatient => {
                     eprintln!("{signal} again: killing the services");
-                    kill_all = true;
+                    stopped.interrupted = true;
                 }
             }
         }
         let _ = c.child.kill().await;
     }
+    stopped
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -223,7 +259,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         match spawn(service, &exe, &dir, &token).await {
             Ok(c) => children.push(c),
             Err(e) => {
-                stop_all(&mut children, Duration::from_secs(10)).await;
+                stop_all(&mut children).await;
                 return Err(e);
             }
         }
@@ -234,7 +270,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         _ = stop.cancelled() => Err(anyhow::anyhow!("interrupted during start-up")),
     };
     if let Err(e) = ready {
-        stop_all(&mut children, Duration::from_secs(10)).await;
+        stop_all(&mut children).await;
         let _ = guard.shutdown().await;
         return Err(e);
     }
@@ -294,14 +330,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    println!("\nStopping…");
-    if let Some(load) = load
-        && let Ok(report) = load.await
-    {
-        report.print(args.rps);
+    // A second Ctrl-C or SIGTERM from here on kills whatever still runs.
+    let mut impatient = std::pin::pin!(servicekit::server::listen_for_shutdown_signal());
+    println!("\nStopping… (Ctrl-C again to kill the services at once)");
+    let mut kill_all = false;
+    if let Some(load) = load {
+        // The load waits for its requests in flight (up to their 10 s timeout, say under a
+        // latency fault) to report them.
+        tokio::select! {
+            report = load => if let Ok(report) = report {
+                report.print(args.rps);
+            },
+            signal = &mut impatient => {
+                eprintln!("{signal} again: killing the services");
+                kill_all = true;
+            }
+        }
     }
-    stop_all(&mut children, Duration::from_secs(15)).await;
-    let _ = guard.shutdown().await;
+    let stopped = stop_in_order(&mut children, impatient.as_mut(), kill_all).await;
+    if !stopped.interrupted {
+        // `up`'s own telemetry (the load's spans); a second Ctrl-C cuts it short too.
+        tokio::select! {
+            _ = guard.shutdown() => {}
+            signal = &mut impatient => eprintln!("{signal} again: not waiting for telemetry"),
+        }
+    }
+    if stopped.interrupted {
+        println!("Services killed.");
+        // 128 + SIGINT, as a shell reports a job ended by Ctrl-C.
+        return Ok(ExitCode::from(130));
+    }
+    if !stopped.timed_out.is_empty() {
+        eprintln!(
+            "All services stopped; {} had to be killed (see its log in {}).",
+            stopped.timed_out.join(", "),
+            dir.join("logs").display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     println!("All services stopped.");
     Ok(exit)
 }

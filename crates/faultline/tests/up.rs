@@ -2,7 +2,8 @@
 //!
 //! A terminal sends Ctrl-C's SIGINT to its whole foreground process group. This test does the
 //! same to the group it starts `up` in, and checks that the services heard it from `up` (their
-//! stdin closing), one after another against the flow of an order: gateway, fulfillment, orders.
+//! stdin closing), one after another against the flow of an order: gateway, fulfillment, orders;
+//! and that a second Ctrl-C kills what still runs.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -31,67 +32,112 @@ fn timestamp(line: &serde_json::Value) -> &str {
         .expect("every line has a timestamp")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_the_services_one_by_one_against_the_flow_of_an_order() {
-    let busy: Vec<u16> = NATIVE_PORTS
-        .into_iter()
-        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
-        .collect();
-    assert!(
-        busy.is_empty(),
-        "port(s) {busy:?} on 127.0.0.1 are in use — is a `faultline up` running? This test starts \
-         the services on their fixed native ports 8080-8082 and 9080-9082; stop whatever holds them"
-    );
-    let collector = FakeCollector::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let out = std::fs::File::create(tmp.path().join("up.log")).unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_faultline"));
-    up.args(["up", "--no-load", "--dir"])
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint())
-        .env_remove("OTEL_SDK_DISABLED")
-        .env_remove("RUST_LOG")
-        .env_remove("LOG_FORMAT")
-        // A process group of its own, as a shell gives a job: Ctrl-C is sent to all of it.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut up = up.spawn().expect("spawn faultline up");
-    let group = up.id().expect("up is running");
+/// The tests here share the fixed native ports: one at a time.
+static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    let client = HttpClient::new();
-    for port in [9080, 9081, 9082] {
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        let mut ready = false;
+/// `faultline up` (with `args`), running and ready by its own account.
+struct Up {
+    child: tokio::process::Child,
+    /// Its process group (its own, as a shell gives a job).
+    group: u32,
+    state: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _collector: FakeCollector,
+    _tmp: tempfile::TempDir,
+}
+
+impl Up {
+    async fn start(args: &[&str]) -> Self {
+        let busy: Vec<u16> = NATIVE_PORTS
+            .into_iter()
+            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+            .collect();
+        assert!(
+            busy.is_empty(),
+            "port(s) {busy:?} on 127.0.0.1 are in use — is a `faultline up` running? This test \
+             starts the services on their fixed native ports 8080-8082 and 9080-9082; stop \
+             whatever holds them"
+        );
+        let collector = FakeCollector::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let log = tmp.path().join("up.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut up = Command::new(env!("CARGO_BIN_EXE_faultline"));
+        up.arg("up")
+            .args(args)
+            .arg("--dir")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint())
+            .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("RUST_LOG")
+            .env_remove("LOG_FORMAT")
+            .env_remove("FAULTLINE_ADMIN_TOKEN")
+            // A process group of its own, as a shell gives a job: Ctrl-C is sent to all of it.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = up.spawn().expect("spawn faultline up");
+        let group = child.id().expect("up is running");
+        // Ready by its own account: it prints its banner once it has seen every service ready.
         for _ in 0..600 {
-            if let Some(status) = up.try_wait().unwrap() {
+            if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "faultline up exited ({status}):\n{}",
-                    std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default()
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            if matches!(client.get(&url, Duration::from_secs(1)).await, Ok(r) if r.status == 200) {
-                ready = true;
-                break;
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Press Ctrl-C to stop.")
+            {
+                return Self {
+                    child,
+                    group,
+                    state,
+                    log,
+                    _collector: collector,
+                    _tmp: tmp,
+                };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(ready, "{url} never answered 200");
+        panic!(
+            "faultline up printed no banner within 60 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
-    // Ready by its own account too (it prints its banner once it has seen them all ready).
-    let up_log = tmp.path().join("up.log");
-    for _ in 0..600 {
-        if std::fs::read_to_string(&up_log)
-            .unwrap_or_default()
-            .contains("Press Ctrl-C to stop.")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+
+    /// Ctrl-C, the way a terminal sends it: to every process of the foreground group.
+    fn ctrl_c(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", "--", &format!("-{}", self.group)])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
+
+    /// Waits (at most `limit`) for `up` to exit; its exit status.
+    async fn exited_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "faultline up did not exit within {limit:?}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_services_one_by_one_against_the_flow_of_an_order() {
+    let _ports = PORTS.lock().await;
+    let mut up = Up::start(&["--no-load"]).await;
+    let client = HttpClient::new();
     // Some work in flight across all three, as when a user presses Ctrl-C mid-load.
     let order = client
         .send_json(
@@ -109,27 +155,19 @@ async fn ctrl_c_stops_the_services_one_by_one_against_the_flow_of_an_order() {
         String::from_utf8_lossy(&order.body)
     );
 
-    // Ctrl-C, the way a terminal sends it: to every process of the foreground group.
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
-        .await
-        .expect("faultline up did not exit within 60 s of Ctrl-C")
-        .unwrap();
+    up.ctrl_c();
+    let status = up.exited_within(Duration::from_secs(60)).await;
     assert!(
         status.success(),
         "faultline up exited with {status}:\n{}",
-        std::fs::read_to_string(&up_log).unwrap_or_default()
+        std::fs::read_to_string(&up.log).unwrap_or_default()
     );
 
     // Each service was told by `up` (its stdin closing), not by the terminal's signal, and
     // was told only once the one before it in the stop order had exited.
     let mut previous: Option<(&str, String)> = None;
     for service in ["gateway", "fulfillment", "orders"] {
-        let lines = log_lines(&state, service);
+        let lines = log_lines(&up.state, service);
         let reasons: Vec<&str> = lines
             .iter()
             .filter_map(|l| l["message"].as_str())
@@ -149,5 +187,57 @@ async fn ctrl_c_stops_the_services_one_by_one_against_the_flow_of_an_order() {
         }
         let last = lines.last().map(timestamp).unwrap().to_owned();
         previous = Some((service, last));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_kills_what_still_runs() {
+    let _ports = PORTS.lock().await;
+    // The built-in load, against a gateway that never answers: after Ctrl-C, `up` waits for
+    // the load's requests in flight (their timeout is 10 s) before it stops the services.
+    let mut up = Up::start(&[]).await;
+    let set = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["fault", "set", "gateway", "http.hang", "--dir"])
+        .arg(&up.state)
+        .env_remove("FAULTLINE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    // A few requests hang (5 per second).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    up.ctrl_c();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        up.child.try_wait().unwrap().is_none(),
+        "up should still be waiting for the hung requests"
+    );
+    up.ctrl_c();
+    // Killed at once: well before the 10 s the hung requests would take.
+    let status = up.exited_within(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "128 + SIGINT, as a shell reports it"
+    );
+    let output = std::fs::read_to_string(&up.log).unwrap();
+    assert!(
+        output.contains("SIGINT again: killing the services"),
+        "{output}"
+    );
+    // No service outlives it (each was killed; none is left on its port).
+    for port in NATIVE_PORTS {
+        let mut free = false;
+        for _ in 0..50 {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(free, "port {port} still held after up exited");
     }
 }

@@ -188,10 +188,40 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// Like [`shutdown_signal`], but listening from the moment it is called rather than from its
+/// first poll: a SIGINT or SIGTERM that arrives before the future is awaited (while the caller
+/// awaits something else) is not missed. Signals from before the call are not seen. Must be
+/// called inside a tokio runtime. Off Unix, only Ctrl-C, listened for from the first poll.
+pub fn listen_for_shutdown_signal() -> impl std::future::Future<Output = &'static str> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        async fn next(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        let interrupt = next(signal(SignalKind::interrupt()).ok());
+        let terminate = next(signal(SignalKind::terminate()).ok());
+        async move {
+            tokio::select! {
+                () = interrupt => "SIGINT",
+                () = terminate => "SIGTERM",
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal()
+}
+
 /// Waits for the first SIGINT (Ctrl-C) or SIGTERM and returns its name (`"SIGINT"`,
 /// `"SIGTERM"`). For a process that has other reasons to stop as well: wait for all of them in
 /// one `select!` and log the one that came first (see [`cancel_on_signals`]). Off Unix, only
-/// Ctrl-C.
+/// Ctrl-C. It listens from its first poll; see [`listen_for_shutdown_signal`] for a listener
+/// that starts at once.
 pub async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
