@@ -57,7 +57,7 @@ otlp_endpoint() {
 
 # extra_env_note: a sentence for a report naming SERVER_EXTRA_ENV, or nothing when it is unset.
 extra_env_note() {
-    [ -z "${SERVER_EXTRA_ENV:-}" ] || echo " Every server also ran with \`$SERVER_EXTRA_ENV\` (\`SERVER_EXTRA_ENV\`)."
+    [ -z "${SERVER_EXTRA_ENV:-}" ] || echo " Every overhead-server also ran with \`$SERVER_EXTRA_ENV\` (\`SERVER_EXTRA_ENV\`)."
 }
 
 # server_env [OTLP_ENDPOINT]: sets SERVER_ENV, the whole environment of an overhead-server,
@@ -70,7 +70,8 @@ server_env() {
         OTEL_EXPORTER_OTLP_PROTOCOL="$OTLP_PROTOCOL"
         OTEL_EXPORTER_OTLP_ENDPOINT="${1:-$(otlp_endpoint)}"
     )
-    # SERVER_EXTRA_ENV: more settings for every server of a run, bare and instrumented alike,
+    # SERVER_EXTRA_ENV: more settings for every overhead-server of a run, bare and instrumented
+    # alike (not the services of overhead.sh's `faultline up` phase),
     # e.g. SERVER_EXTRA_ENV="LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2".
     local extra
     read -ra extra <<<"${SERVER_EXTRA_ENV:-}"

@@ -19,7 +19,7 @@
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
 # Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
 # LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], SERVER_EXTRA_ENV
-# [none: more VAR=value settings for every server, e.g. LD_PRELOAD=…]; ports and the rest
+# [none: more VAR=value settings for every overhead-server, e.g. LD_PRELOAD=…]; ports and the rest
 # in the "Settings" block of this file and in bench/lib.sh (e.g. SAT_DURATION=30
 # bench/overhead.sh). See bench/README.md.
 set -euo pipefail
@@ -413,7 +413,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) and the OTLP receiver pinned to core $LOAD_CPU."
     echo "  Every request carries a \`traceparent\`. GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\` (~$WORK_TARGET_US µs, calibrated on core $SERVER_CPU)."
-    [ -z "${SERVER_EXTRA_ENV:-}" ] || echo "-$(extra_env_note) Bare and instrumented alike."
+    [ -z "${SERVER_EXTRA_ENV:-}" ] || echo "-$(extra_env_note) Bare and instrumented alike; not the \`faultline up\` phase."
     echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
     echo "  **instrumented**: \`telemetry::init\` (JSON logs at \`info\` to a file, one line per request;"
     echo "  \`parentbased_always_on\`; batch OTLP export (\`OTEL_EXPORTER_OTLP_PROTOCOL=$OTLP_PROTOCOL\`) of spans and logs to a live receiver that"
