@@ -822,15 +822,27 @@ mod tests {
         (stuck, exporter)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn at_shutdown_an_export_under_way_is_abandoned_when_nothing_listens() {
-        let state = ExportState::for_collector(Some(&refusing_endpoint()), None);
+    /// A state for a collector at `endpoint`, an export under way, then the shutdown begun.
+    async fn shutdown_during_an_export(
+        endpoint: &str,
+    ) -> (
+        ExportState,
+        &'static Stuck,
+        tokio::task::JoinHandle<OTelSdkResult>,
+    ) {
+        let state = ExportState::for_collector(Some(endpoint), None);
         let (stuck, exporter) = stuck_exporter(&state);
         let task = export_under_way(exporter, stuck).await;
         let shutting_down = state.clone();
         tokio::task::spawn_blocking(move || shutting_down.begin_shutdown())
             .await
             .unwrap();
+        (state, stuck, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_shutdown_an_export_under_way_is_abandoned_when_nothing_listens() {
+        let (state, _, task) = shutdown_during_an_export(&refusing_endpoint()).await;
         let result = tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the export under way was not abandoned")
@@ -850,13 +862,7 @@ mod tests {
     async fn at_shutdown_an_export_under_way_goes_on_while_the_collector_listens() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let state = ExportState::for_collector(Some(&endpoint), None);
-        let (stuck, exporter) = stuck_exporter(&state);
-        let task = export_under_way(exporter, stuck).await;
-        let shutting_down = state.clone();
-        tokio::task::spawn_blocking(move || shutting_down.begin_shutdown())
-            .await
-            .unwrap();
+        let (state, stuck, task) = shutdown_during_an_export(&endpoint).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !task.is_finished(),
