@@ -348,21 +348,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let stopped = stop_in_order(&mut children, impatient.as_mut(), kill_all).await;
-    if !stopped.interrupted {
-        // `up`'s own telemetry (the load's spans); a second Ctrl-C cuts it short too.
-        tokio::select! {
-            _ = guard.shutdown() => {}
-            signal = &mut impatient => eprintln!("{signal} again: not waiting for telemetry"),
-        }
-    }
     if stopped.interrupted {
+        // Best effort for `up`'s own telemetry (the load's spans), without making the
+        // impatient user wait.
+        let _ = tokio::time::timeout(Duration::from_millis(200), guard.shutdown()).await;
         println!("Services killed.");
         // 128 + SIGINT, as a shell reports a job ended by Ctrl-C.
         return Ok(ExitCode::from(130));
     }
+    // `up`'s own telemetry (the load's spans); a second Ctrl-C cuts it short too.
+    tokio::select! {
+        _ = guard.shutdown() => {}
+        signal = &mut impatient => eprintln!("{signal} again: not waiting for telemetry"),
+    }
     if !stopped.timed_out.is_empty() {
         eprintln!(
-            "All services stopped; {} had to be killed (see its log in {}).",
+            "All services stopped; killed for not stopping in time: {} (logs in {}).",
             stopped.timed_out.join(", "),
             dir.join("logs").display()
         );
