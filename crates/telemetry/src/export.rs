@@ -143,7 +143,7 @@ struct ExportStateInner {
     stopped: std::sync::atomic::AtomicBool,
     /// Exports being polled right now (see [`ExportState::stop_exports`]).
     polling: AtomicUsize,
-    /// Wakes the exports under way when `collector_down` is set.
+    /// Wakes the exports under way when `collector_down` or `stopped` is set.
     abandon: tokio::sync::Notify,
     /// `host:port` of the collector, probed at shutdown.
     collector: Option<String>,
