@@ -32,6 +32,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start gateway, orders and fulfillment (and a load generator) on this machine.
+    ///
+    /// Ctrl-C (or SIGTERM) stops them one by one, gateway, fulfillment, then orders, each
+    /// flushing its telemetry; a service not stopped within 10 s is killed (exit status 1). A
+    /// second Ctrl-C kills whatever still runs (exit status 130; 143 for SIGTERM).
     Up(up::UpArgs),
     /// Run one service in the foreground (what `up` runs for each service).
     Serve(serve::ServeArgs),

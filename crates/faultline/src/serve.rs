@@ -90,9 +90,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     {
-        // One watcher for every reason to stop, so the log names the first and only it: on
-        // Ctrl-C in `faultline up`'s terminal, the terminal signals the whole process group and
-        // `up`, stopping, closes our stdin at the same moment.
+        // One watcher for every reason to stop, so the log names the first and only it: a
+        // supervisor sharing our process group (not `faultline up`, which gives each service a
+        // group of its own) may signal us and close our stdin at the same moment.
         let token = shutdown.clone();
         let stop_on_stdin_eof = args.stop_on_stdin_eof;
         tokio::spawn(async move {

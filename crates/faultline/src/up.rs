@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use servicekit::client::HttpClient;
-use servicekit::server::{CancellationToken, cancel_on_signals};
+use servicekit::server::{CancellationToken, SignalWatch, watch_signals};
 use tokio::process::{Child, Command};
 
 use crate::serve::Service;
@@ -170,7 +170,8 @@ async fn wait_ready(children: &mut [Spawned], timeout: Duration) -> anyhow::Resu
 pub const STOP_ORDER: [Service; 3] = [Service::Gateway, Service::Fulfillment, Service::Orders];
 
 /// How long each service has to stop after its stdin closes before it is killed: its telemetry
-/// flush alone may take the telemetry shutdown timeout (5 s) when the collector hangs.
+/// flush alone may take the telemetry shutdown timeout (5 s) when the collector hangs, and a
+/// server waits for its requests in flight (one a client holds open on a hung route, say).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How the services stopped.
@@ -178,29 +179,36 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 struct Stopped {
     /// Killed for not stopping within [`STOP_GRACE`].
     timed_out: Vec<&'static str>,
-    /// Killed because a second Ctrl-C or SIGTERM came.
-    interrupted: bool,
+    /// Killed because a second Ctrl-C or SIGTERM came: its name.
+    interrupted: Option<&'static str>,
 }
 
-/// Stops the children one after another in [`STOP_ORDER`], listening for a second Ctrl-C or
-/// SIGTERM from now on (see [`stop_in_order`]).
-async fn stop_all(children: &mut [Spawned]) -> Stopped {
-    let impatient = std::pin::pin!(servicekit::server::listen_for_shutdown_signal());
-    stop_in_order(children, impatient, false).await
+/// Stops the children one after another in [`STOP_ORDER`] (see [`stop_in_order`]); the
+/// second signal `signals` hears kills whatever still runs.
+async fn stop_all(children: &mut [Spawned], signals: &SignalWatch) -> Stopped {
+    let impatient = std::pin::pin!(signals.second());
+    stop_in_order(children, impatient, None).await
+}
+
+/// The exit status after a second `signal` cut the stop short: 128 + its number, as a shell
+/// reports a job a signal ended (130 for SIGINT, 143 for SIGTERM).
+fn killed_by(signal: &str) -> ExitCode {
+    ExitCode::from(if signal == "SIGTERM" { 143 } else { 130 })
 }
 
 /// Stops the children one after another in [`STOP_ORDER`]: closes a child's stdin (it shuts down
 /// gracefully) and waits for it to exit before telling the next, printing each as it goes. A
-/// child still running after [`STOP_GRACE`] is killed. When `impatient` (a second Ctrl-C or
-/// SIGTERM) completes meanwhile, or `kill_all` is set, every child still running is killed at
-/// once.
+/// child still running after [`STOP_GRACE`] is killed. When `impatient` (the second Ctrl-C or
+/// SIGTERM) completes meanwhile, or `interrupted` names one that already came, every child
+/// still running is killed at once.
 async fn stop_in_order(
     children: &mut [Spawned],
     mut impatient: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
-    kill_all: bool,
+    interrupted: Option<&'static str>,
 ) -> Stopped {
+    use std::io::Write as _;
     let mut stopped = Stopped {
-        interrupted: kill_all,
+        interrupted,
         ..Stopped::default()
     };
     for service in STOP_ORDER {
@@ -209,23 +217,29 @@ async fn stop_in_order(
         };
         let name = c.service.name();
         drop(c.child.stdin.take());
-        if !stopped.interrupted {
+        if let Ok(Some(status)) = c.child.try_wait() {
+            println!("  {name} had already exited ({status})");
+            continue;
+        }
+        if stopped.interrupted.is_none() {
+            print!("  stopping {name}…");
+            let _ = std::io::stdout().flush();
             let started = Instant::now();
             tokio::select! {
                 r = tokio::time::timeout(STOP_GRACE, c.child.wait()) => {
                     if r.is_ok() {
-                        println!("  {name} stopped ({} ms)", started.elapsed().as_millis());
+                        println!(" stopped ({} ms)", started.elapsed().as_millis());
                         continue;
                     }
-                    eprintln!(
-                        "  {name} did not stop within {}; killing it",
+                    println!(
+                        " did not stop within {}; killing it",
                         humantime::format_duration(STOP_GRACE)
                     );
                     stopped.timed_out.push(name);
                 }
                 signal = &mut impatient => {
-                    eprintln!("{signal} again: killing the services");
-                    stopped.interrupted = true;
+                    println!("\nSecond signal ({signal}): killing the services");
+                    stopped.interrupted = Some(signal);
                 }
             }
         }
@@ -248,7 +262,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let guard = init_cli_telemetry("faultline-load")?;
     let stop = CancellationToken::new();
-    cancel_on_signals(stop.clone());
+    // From now on: the first Ctrl-C or SIGTERM stops gracefully, a second kills.
+    let signals = watch_signals(stop.clone());
 
     println!(
         "Starting Faultline (native mode, state in {})",
@@ -259,7 +274,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         match spawn(service, &exe, &dir, &token).await {
             Ok(c) => children.push(c),
             Err(e) => {
-                stop_all(&mut children).await;
+                stop_all(&mut children, &signals).await;
                 return Err(e);
             }
         }
@@ -270,7 +285,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         _ = stop.cancelled() => Err(anyhow::anyhow!("interrupted during start-up")),
     };
     if let Err(e) = ready {
-        stop_all(&mut children).await;
+        stop_all(&mut children, &signals).await;
         let _ = guard.shutdown().await;
         return Err(e);
     }
@@ -331,35 +346,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     // A second Ctrl-C or SIGTERM from here on kills whatever still runs.
-    let mut impatient = std::pin::pin!(servicekit::server::listen_for_shutdown_signal());
+    let mut impatient = std::pin::pin!(signals.second());
     println!("\nStopping… (Ctrl-C again to kill the services at once)");
-    let mut kill_all = false;
+    let mut interrupted = None;
     if let Some(load) = load {
-        // The load waits for its requests in flight (up to their 10 s timeout, say under a
-        // latency fault) to report them.
+        // The load waits for its requests in flight (up to their 10 s timeout plus 1 s, say
+        // under a hang fault) to report them.
         tokio::select! {
             report = load => if let Ok(report) = report {
                 report.print(args.rps);
             },
             signal = &mut impatient => {
-                eprintln!("{signal} again: killing the services");
-                kill_all = true;
+                println!("Second signal ({signal}): killing the services");
+                interrupted = Some(signal);
             }
         }
     }
-    let stopped = stop_in_order(&mut children, impatient.as_mut(), kill_all).await;
-    if stopped.interrupted {
+    let stopped = stop_in_order(&mut children, impatient.as_mut(), interrupted).await;
+    if let Some(signal) = stopped.interrupted {
         // Best effort for `up`'s own telemetry (the load's spans), without making the
         // impatient user wait.
         let _ = tokio::time::timeout(Duration::from_millis(200), guard.shutdown()).await;
         println!("Services killed.");
-        // 128 + SIGINT, as a shell reports a job ended by Ctrl-C.
-        return Ok(ExitCode::from(130));
+        return Ok(killed_by(signal));
     }
     // `up`'s own telemetry (the load's spans); a second Ctrl-C cuts it short too.
     tokio::select! {
         _ = guard.shutdown() => {}
-        signal = &mut impatient => eprintln!("{signal} again: not waiting for telemetry"),
+        signal = &mut impatient => {
+            println!("Second signal ({signal}): not waiting for telemetry");
+            return Ok(killed_by(signal));
+        }
     }
     if !stopped.timed_out.is_empty() {
         eprintln!(

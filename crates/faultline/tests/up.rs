@@ -225,7 +225,7 @@ async fn a_second_ctrl_c_kills_what_still_runs() {
     );
     let output = std::fs::read_to_string(&up.log).unwrap();
     assert!(
-        output.contains("SIGINT again: killing the services"),
+        output.contains("Second signal (SIGINT): killing the services"),
         "{output}"
     );
     // No service outlives it (each was killed; none is left on its port).

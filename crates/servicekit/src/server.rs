@@ -9,6 +9,7 @@
 //! everything else the service runs, and returns a [`Running`] around that task.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -188,40 +189,115 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-/// Like [`shutdown_signal`], but listening from the moment it is called rather than from its
-/// first poll: a SIGINT or SIGTERM that arrives before the future is awaited (while the caller
-/// awaits something else) is not missed. Signals from before the call are not seen. Must be
-/// called inside a tokio runtime. Off Unix, only Ctrl-C, listened for from the first poll.
-pub fn listen_for_shutdown_signal() -> impl std::future::Future<Output = &'static str> + Send {
+/// The first and second SIGINT/SIGTERM a process receives, heard by one listener registered
+/// when [`watch_signals`] is called (so none between the two is missed). For a supervisor
+/// that stops gracefully on the first signal and gives up waiting on the second.
+#[derive(Clone, Debug)]
+pub struct SignalWatch {
+    first: CancellationToken,
+    second: CancellationToken,
+    names: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl SignalWatch {
+    /// Completes on the first signal (at once if it already came); its name (`"SIGINT"`,
+    /// `"SIGTERM"`).
+    pub async fn first(&self) -> &'static str {
+        self.first.cancelled().await;
+        self.name(0)
+    }
+
+    /// Completes on the second signal (at once if it already came); its name.
+    pub async fn second(&self) -> &'static str {
+        self.second.cancelled().await;
+        self.name(1)
+    }
+
+    /// Whether the first signal has come.
+    pub fn first_received(&self) -> bool {
+        self.first.is_cancelled()
+    }
+
+    fn name(&self, i: usize) -> &'static str {
+        self.names
+            .lock()
+            .map(|n| n.get(i).copied().unwrap_or("signal"))
+            .unwrap_or("signal")
+    }
+}
+
+/// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, on one listener that counts them
+/// (see [`SignalWatch`]); the first also cancels `stop` and is logged at `info`. Call it inside
+/// a tokio runtime. Off Unix, only Ctrl-C, listened for from the task's first poll.
+pub fn watch_signals(stop: CancellationToken) -> SignalWatch {
+    let watch = SignalWatch {
+        first: CancellationToken::new(),
+        second: CancellationToken::new(),
+        names: Arc::default(),
+    };
+    // Registered here, not in the task: listening starts before this function returns.
     #[cfg(unix)]
-    {
+    let mut signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        async fn next(signal: Option<tokio::signal::unix::Signal>) {
-            match signal {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    #[cfg(not(unix))]
+    let mut signals = ();
+    let w = watch.clone();
+    tokio::spawn(async move {
+        let first = next_signal(&mut signals).await;
+        tracing::info!("{first} received, shutting down");
+        if let Ok(mut names) = w.names.lock() {
+            names.push(first);
         }
-        let interrupt = next(signal(SignalKind::interrupt()).ok());
-        let terminate = next(signal(SignalKind::terminate()).ok());
-        async move {
-            tokio::select! {
-                () = interrupt => "SIGINT",
-                () = terminate => "SIGTERM",
+        w.first.cancel();
+        stop.cancel();
+        let second = next_signal(&mut signals).await;
+        if let Ok(mut names) = w.names.lock() {
+            names.push(second);
+        }
+        w.second.cancel();
+    });
+    watch
+}
+
+/// The next SIGINT or SIGTERM on listeners registered earlier; its name.
+#[cfg(unix)]
+async fn next_signal(
+    (interrupt, terminate): &mut (
+        Option<tokio::signal::unix::Signal>,
+        Option<tokio::signal::unix::Signal>,
+    ),
+) -> &'static str {
+    async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+        match signal {
+            Some(s) => {
+                s.recv().await;
             }
+            None => std::future::pending::<()>().await,
         }
     }
-    #[cfg(not(unix))]
-    shutdown_signal()
+    tokio::select! {
+        () = recv(interrupt) => "SIGINT",
+        () = recv(terminate) => "SIGTERM",
+    }
+}
+
+/// Off Unix: the next Ctrl-C.
+#[cfg(not(unix))]
+async fn next_signal(_: &mut ()) -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }
 
 /// Waits for the first SIGINT (Ctrl-C) or SIGTERM and returns its name (`"SIGINT"`,
 /// `"SIGTERM"`). For a process that has other reasons to stop as well: wait for all of them in
 /// one `select!` and log the one that came first (see [`cancel_on_signals`]). Off Unix, only
-/// Ctrl-C. It listens from its first poll; see [`listen_for_shutdown_signal`] for a listener
-/// that starts at once.
+/// Ctrl-C. It listens from its first poll; see [`watch_signals`] for a listener that starts
+/// at once and hears a second signal too.
 pub async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
