@@ -403,24 +403,13 @@ enum Otlp {
 /// endpoint URL such as `http://localhost:4317`), within 300 ms. Only for the banner's advice:
 /// the services export (or count their failures) either way.
 async fn otlp_receiver_listens(endpoint: &str) -> bool {
-    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+    let Some(address) = telemetry::export::collector_address(endpoint) else {
         return false;
     };
-    let Some(host) = uri.host() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
     matches!(
         tokio::time::timeout(
             Duration::from_millis(300),
-            tokio::net::TcpStream::connect((host, port))
+            tokio::net::TcpStream::connect(address)
         )
         .await,
         Ok(Ok(_))

@@ -182,58 +182,34 @@ impl Running {
 
 /// Cancels `token` on the first SIGINT (Ctrl-C) or SIGTERM, and logs which.
 pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let signal = shutdown_signal().await;
-        tracing::info!("{signal} received, shutting down");
-        token.cancel();
-    });
+    let _ = watch_signals(token);
 }
 
-/// The first and second SIGINT/SIGTERM a process receives, heard by one listener registered
-/// when [`watch_signals`] is called (so none between the two is missed). For a supervisor
-/// that stops gracefully on the first signal and gives up waiting on the second.
+/// The second SIGINT/SIGTERM a process receives, heard by the listener [`watch_signals`]
+/// registered (so none after the first is missed). For a supervisor that stops gracefully on
+/// the first signal and gives up waiting on the second.
 #[derive(Clone, Debug)]
 pub struct SignalWatch {
-    first: CancellationToken,
     second: CancellationToken,
-    names: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    second_name: Arc<std::sync::OnceLock<&'static str>>,
 }
 
 impl SignalWatch {
-    /// Completes on the first signal (at once if it already came); its name (`"SIGINT"`,
+    /// Completes on the second signal (at once if it already came); its name (`"SIGINT"`,
     /// `"SIGTERM"`).
-    pub async fn first(&self) -> &'static str {
-        self.first.cancelled().await;
-        self.name(0)
-    }
-
-    /// Completes on the second signal (at once if it already came); its name.
     pub async fn second(&self) -> &'static str {
         self.second.cancelled().await;
-        self.name(1)
-    }
-
-    /// Whether the first signal has come.
-    pub fn first_received(&self) -> bool {
-        self.first.is_cancelled()
-    }
-
-    fn name(&self, i: usize) -> &'static str {
-        self.names
-            .lock()
-            .map(|n| n.get(i).copied().unwrap_or("signal"))
-            .unwrap_or("signal")
+        self.second_name.get().copied().unwrap_or("signal")
     }
 }
 
-/// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, on one listener that counts them
-/// (see [`SignalWatch`]); the first also cancels `stop` and is logged at `info`. Call it inside
+/// Starts listening for SIGINT (Ctrl-C) and SIGTERM now, on one listener: the first cancels
+/// `stop` and is logged at `info`; the second completes [`SignalWatch::second`]. Call it inside
 /// a tokio runtime. Off Unix, only Ctrl-C, listened for from the task's first poll.
 pub fn watch_signals(stop: CancellationToken) -> SignalWatch {
     let watch = SignalWatch {
-        first: CancellationToken::new(),
         second: CancellationToken::new(),
-        names: Arc::default(),
+        second_name: Arc::default(),
     };
     // Registered here, not in the task: listening starts before this function returns.
     #[cfg(unix)]
@@ -250,15 +226,9 @@ pub fn watch_signals(stop: CancellationToken) -> SignalWatch {
     tokio::spawn(async move {
         let first = next_signal(&mut signals).await;
         tracing::info!("{first} received, shutting down");
-        if let Ok(mut names) = w.names.lock() {
-            names.push(first);
-        }
-        w.first.cancel();
         stop.cancel();
         let second = next_signal(&mut signals).await;
-        if let Ok(mut names) = w.names.lock() {
-            names.push(second);
-        }
+        let _ = w.second_name.set(second);
         w.second.cancel();
     });
     watch

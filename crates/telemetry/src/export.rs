@@ -163,20 +163,7 @@ impl ExportState {
     /// whose connections run on `runtime` (if any). See the type's docs for what it does at
     /// shutdown.
     pub fn for_collector(endpoint: Option<&str>, runtime: Option<tokio::runtime::Handle>) -> Self {
-        let collector = endpoint
-            .and_then(|e| e.parse::<http::Uri>().ok())
-            .and_then(|uri| {
-                let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-                let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                    Some("https") => 443,
-                    _ => 80,
-                });
-                Some(if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                })
-            });
+        let collector = endpoint.and_then(collector_address);
         Self(Arc::new(ExportStateInner {
             collector,
             runtime,
@@ -291,6 +278,23 @@ impl ExportState {
             )
         })
     }
+}
+
+/// The `host:port` an OTLP endpoint URL connects to (`http://localhost:4317` →
+/// `localhost:4317`; without a port, the scheme's: 80, or 443 for `https`; an IPv6 host keeps
+/// its brackets). `None` for a value that is not a URL with a host.
+pub fn collector_address(endpoint: &str) -> Option<String> {
+    let uri = endpoint.parse::<http::Uri>().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// The error of an export skipped or abandoned because nothing listens at the collector's
