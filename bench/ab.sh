@@ -4,7 +4,8 @@
 # miss system calls and wake-ups; this measures CPU time and throughput).
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
-#        SAT_DURATION=8 ROUNDS=3; server pinned to core 1, load and OTLP receiver to core 0;
+#        SAT_DURATION=8 ROUNDS=3; server pinned to core 1, load and OTLP receiver to core 0,
+#        the receiver under SCHED_IDLE (RECEIVER_SCHED, bench/lib.sh);
 #        A_NAME/B_NAME name the builds in the report, e.g. their commits;
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
 #        to compare two settings of one build: bench/ab.sh BIN BIN)
@@ -26,8 +27,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 case "${1:-}" in
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-    "") sed -n '2,24p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    "") sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
@@ -46,7 +47,7 @@ WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 CLK_TCK=$(getconf CLK_TCK)
 OUT=$(mktemp -d)
-for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 for b in "$A" "$B" "$BIN/overhead-collector" "$BIN/overhead-load"; do
     [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead)"
 done
@@ -123,7 +124,8 @@ mkdir -p "$ROOT/bench/results"
     echo "- A: ${A_NAME:+$A_NAME, }\`$A\`${A_ENV:+ with \`$A_ENV\`}"
     echo "- B: ${B_NAME:+$B_NAME, }\`$B\`${B_ENV:+ with \`$B_ENV\`}"
     echo "- GET /$ROUTE, instrumented, export over OTLP \`$OTLP_PROTOCOL\` unless an _ENV says otherwise; open loop at $RATE requests/s for ${DURATION} s (after 1 s of warm-up),"
-    echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU."
+    echo "  then \`wrk -t1 -c64\` for ${SAT_DURATION} s; server on core $SERVER_CPU, load and OTLP receiver on core $LOAD_CPU,"
+    echo "  $(receiver_note)."
     echo "- Rounds: $ROUNDS, alternated (odd rounds A first); medians.$([ "$ROUTE" = work ] && echo " GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\`.")"
     echo "- Machine: $(machine_line).$(extra_env_note)"
     echo

@@ -32,7 +32,7 @@ ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 OUT=$(mktemp -d)
-for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
     log "cargo build --release -p overhead"
     cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"

@@ -4,6 +4,9 @@
 
 SERVER_CPU=${SERVER_CPU:-1}         # the server's core
 LOAD_CPU=${LOAD_CPU:-0}             # the load tools and the OTLP receiver
+# The OTLP receiver's scheduling policy on LOAD_CPU: idle (SCHED_IDLE: it runs only when the
+# load tools leave the core free) or normal. See start_collector.
+RECEIVER_SCHED=${RECEIVER_SCHED:-idle}
 APP_PORT=${APP_PORT:-18080}         # overhead-server's app listener
 ADMIN_PORT=${ADMIN_PORT:-19080}     # its /healthz and /metrics
 GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver (overhead-collector)
@@ -15,11 +18,22 @@ TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# receiver_note: how the receiver was scheduled, for a report.
+receiver_note() {
+    case "$RECEIVER_SCHED" in
+        idle) echo "the OTLP receiver under SCHED_IDLE (\`RECEIVER_SCHED=idle\`: it yields the core to the load tools)" ;;
+        *) echo "the OTLP receiver at normal priority (\`RECEIVER_SCHED=normal\`)" ;;
+    esac
+}
 # The machine, for a report: vCPUs, CPU model, memory, kernel, rustc.
 machine_line() {
     echo "$(nproc --all) vCPU \"$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')\", $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r); $(rustc --version 2>/dev/null | cut -d' ' -f1-2)"
 }
 
+case "$RECEIVER_SCHED" in
+    idle | normal) ;;
+    *) die "RECEIVER_SCHED=$RECEIVER_SCHED: idle or normal" ;;
+esac
 case "$OTLP_PROTOCOL" in
     grpc | http/protobuf) ;;
     *) die "OTLP_PROTOCOL=$OTLP_PROTOCOL: the receiver speaks grpc and http/protobuf" ;;
@@ -90,8 +104,17 @@ dropped_spans() {
 
 # start_collector OUT_FILE [ERR_FILE]: starts the live OTLP receiver on LOAD_CPU, adds it to the
 # script's PIDS, sets COLLECTOR_PID and waits until it answers.
+#
+# The receiver stands in for a collector on another machine, so it must not slow the load
+# tools down: at RECEIVER_SCHED=idle (the default) it runs under SCHED_IDLE (sched(7); no
+# privilege needed), so the open-loop client is never kept waiting behind the receiver decoding
+# a batch. At normal priority those bursts delayed the client's sends, and since latency counts
+# from the intended send time, they added ~0.7 ms to the instrumented server's p99 at half load
+# (bare exports nothing, so its runs were not affected). See bench/README.md.
 start_collector() {
-    taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
+    local sched=()
+    [ "$RECEIVER_SCHED" = idle ] && sched=(chrt --idle 0)
+    "${sched[@]}" taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
         --stats "127.0.0.1:$STATS_PORT" >"$1" 2>"${2:-$1}" &
     COLLECTOR_PID=$!
     PIDS+=("$COLLECTOR_PID")

@@ -2,7 +2,8 @@
 # bench/overhead.sh — what observability costs, bare vs instrumented, in one run.
 #
 # Builds in release mode, then on this machine (2 cores: the server pinned to one, the load
-# tools and the OTLP receiver to the other):
+# tools and the OTLP receiver to the other, the receiver under SCHED_IDLE so that it never delays
+# the load tools; RECEIVER_SCHED=normal for the old setting):
 #   1. saturated requests/s (wrk, closed loop), bare and instrumented alternated ROUNDS times,
 #      on GET /trivial and GET /work (~200 µs of calibrated CPU work);
 #   2. latency p50/p99 at 50 % of bare's saturated rate, open loop (overhead-load: constant
@@ -18,10 +19,10 @@
 # Usage: bench/overhead.sh [--quick] [--rounds N] [--skip-up] [--skip-outage] [--no-build]
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
 # Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
-# LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], SERVER_EXTRA_ENV
-# [none: more VAR=value settings for every overhead-server, e.g. LD_PRELOAD=…]; ports and the rest
-# in the "Settings" block of this file and in bench/lib.sh (e.g. SAT_DURATION=30
-# bench/overhead.sh). See bench/README.md.
+# LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], RECEIVER_SCHED [idle],
+# SERVER_EXTRA_ENV [none: more VAR=value settings for every overhead-server, e.g. LD_PRELOAD=…];
+# ports and the rest in the "Settings" block of this file and in bench/lib.sh (e.g.
+# SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
         --skip-up) SKIP_UP=1 ;;
         --skip-outage) SKIP_OUTAGE=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,24p' "$0" | grep -v '^set '; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | grep -v '^set '; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -84,9 +85,9 @@ install_debian() {
     $as apt-get install -y "$@" >/dev/null 2>&1 ||
         { $as apt-get update >/dev/null 2>&1 && $as apt-get install -y "$@" >/dev/null; }
 }
-for tool in wrk jq curl taskset; do
+for tool in wrk jq curl taskset chrt; do
     if ! need "$tool"; then
-        case "$tool" in taskset) pkg=util-linux ;; *) pkg=$tool ;; esac
+        case "$tool" in taskset | chrt) pkg=util-linux ;; *) pkg=$tool ;; esac
         install_debian "$pkg" || die "$tool is missing and could not be installed (apt-get install $pkg)"
     fi
 done
@@ -411,7 +412,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
     echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
-    echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) and the OTLP receiver pinned to core $LOAD_CPU."
+    echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) pinned to core $LOAD_CPU,"
+    echo "  with $(receiver_note)."
     echo "  Every request carries a \`traceparent\`. GET /work = $WORK_ITERATIONS iterations of \`overhead::burn\` (~$WORK_TARGET_US µs, calibrated on core $SERVER_CPU)."
     [ -z "${SERVER_EXTRA_ENV:-}" ] || echo "-$(extra_env_note) Bare and instrumented alike; not the \`faultline up\` phase."
     echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
