@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# bench/export-priority.sh — what running the export threads at a lower priority buys.
+# bench/export-priority.sh — what running the export threads (or the OTLP receiver) at a
+# lower priority buys.
 #
-# Side by side in one run, alternating ROUNDS times: bare, instrumented with
-# TELEMETRY_EXPORT_NICE=0 (export at the service's priority, the default) and instrumented with
-# TELEMETRY_EXPORT_NICE=10, server pinned to core 1, load tools and OTLP receiver to core 0 (as
-# bench/overhead.sh). Each variant runs on a fresh server:
+# Side by side in one run, alternating ROUNDS times, the VARIANTS (default: bare, instrumented
+# with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with TELEMETRY_EXPORT_NICE=10),
+# server pinned to core 1, load tools and OTLP receiver to core 0 (as bench/overhead.sh).
+# A variant is MODE:NICE:RECEIVER_SCHED (bare|instrumented : the server's TELEMETRY_EXPORT_NICE
+# : idle|normal, the receiver's policy, see bench/lib.sh), e.g. what the receiver's policy does:
+#   VARIANTS="bare:0:normal instrumented:0:normal instrumented:0:idle" bench/export-priority.sh
+# Each variant runs on a fresh server:
 #   1. saturated GET /trivial with wrk for SAT_DURATION seconds (after 2 s of warm-up):
 #      requests/s and the spans the receiver got per request served;
 #   2. GET /$ROUTE open loop at RATE requests/s for DURATION seconds (after a 3 s warm-up):
@@ -12,7 +16,8 @@
 # The medians go last.
 #
 # Usage: bench/export-priority.sh [--no-build]   (RATE=2139 ROUTE=work DURATION=20
-#        SAT_DURATION=10 ROUNDS=3; WORK_ITERATIONS defaults to ~200 µs calibrated on core 1)
+#        SAT_DURATION=10 ROUNDS=3 VARIANTS=…; WORK_ITERATIONS defaults to ~200 µs calibrated on
+#        core 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -20,7 +25,7 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -31,6 +36,11 @@ SAT_DURATION=${SAT_DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+VARIANTS=${VARIANTS:-"bare:0:$RECEIVER_SCHED instrumented:0:$RECEIVER_SCHED instrumented:10:$RECEIVER_SCHED"}
+for variant in $VARIANTS; do
+    [[ $variant =~ ^(bare|instrumented):[0-9]+:(idle|normal)$ ]] ||
+        die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED (e.g. instrumented:10:idle)"
+done
 OUT=$(mktemp -d)
 for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
@@ -43,7 +53,17 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
 
 require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
-start_collector "$OUT/collector.out"
+RUNNING_SCHED=
+# receiver SCHED: (re)starts the receiver under that policy unless it already runs under it.
+receiver() {
+    [ "$RUNNING_SCHED" = "$1" ] && return 0
+    if [ -n "$RUNNING_SCHED" ]; then
+        kill -TERM "$COLLECTOR_PID"
+        wait "$COLLECTOR_PID" || true
+    fi
+    RECEIVER_SCHED=$1 start_collector "$OUT/collector.out"
+    RUNNING_SCHED=$1
+}
 
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
@@ -91,27 +111,29 @@ run() {
 
 ROWS=$OUT/rows.tsv
 for round in $(seq "$ROUNDS"); do
-    for variant in "bare 0" "instrumented 0" "instrumented 10"; do
-        set -- $variant
-        log "round $round/$ROUNDS: $1, TELEMETRY_EXPORT_NICE=$2: saturated /trivial, then /$ROUTE at $RATE/s"
-        run "$1" "$2"
-        printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$round" "$ROW" >>"$ROWS"
+    for variant in $VARIANTS; do
+        IFS=: read -r mode nice sched <<<"$variant"
+        log "round $round/$ROUNDS: $mode, TELEMETRY_EXPORT_NICE=$nice, receiver $sched: saturated /trivial, then /$ROUTE at $RATE/s"
+        receiver "$sched"
+        run "$mode" "$nice"
+        printf '%s\t%s\t%s\n' "$variant" "$round" "$ROW" >>"$ROWS"
     done
 done
 
 median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-col() { awk -F'\t' -v m="$1" -v n="$2" '$1 == m && $2 == n {split($4, f, " "); print f['"$3"']}' "$ROWS" | median; }
+col() { awk -F'\t' -v v="$1" '$1 == v {split($3, f, " "); print f['"$2"']}' "$ROWS" | median; }
+# cells VARIANT [MARK]: the variant's three table cells, each wrapped in MARK (e.g. ** for bold).
+cells() { IFS=: read -r mode nice sched <<<"$1"; echo "${2:-}$mode${2:-} | ${2:-}$nice${2:-} | ${2:-}$sched${2:-}"; }
 echo "### Export priority (bench/export-priority.sh)"
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS rounds alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s."
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS rounds alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Receiver: the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`)."
 echo
-echo "| mode | TELEMETRY_EXPORT_NICE | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-while IFS=$'\t' read -r mode nice round rest; do
+echo "| mode | TELEMETRY_EXPORT_NICE | receiver | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+while IFS=$'\t' read -r variant round rest; do
     set -- $rest
-    echo "| $mode | $nice | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 |"
+    echo "| $(cells "$variant") | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 |"
 done <"$ROWS"
-for variant in "bare 0" "instrumented 0" "instrumented 10"; do
-    set -- $variant
-    echo "| **$1** | **$2** | median | $(col "$1" "$2" 1) | $(col "$1" "$2" 2) | $(col "$1" "$2" 3) | $(col "$1" "$2" 4) | $(col "$1" "$2" 5) | $(col "$1" "$2" 6) | $(col "$1" "$2" 7) |"
+for variant in $VARIANTS; do
+    echo "| $(cells "$variant" "**") | median | $(col "$variant" 1) | $(col "$variant" 2) | $(col "$variant" 3) | $(col "$variant" 4) | $(col "$variant" 5) | $(col "$variant" 6) | $(col "$variant" 7) |"
 done
