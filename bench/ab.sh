@@ -5,7 +5,7 @@
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
 #        SAT_DURATION=8 ROUNDS=3; server pinned to core 1, load and OTLP receiver to core 0,
-#        the receiver under SCHED_IDLE (RECEIVER_SCHED, bench/lib.sh);
+#        the receiver at normal priority unless RECEIVER_SCHED=idle (bench/lib.sh);
 #        A_NAME/B_NAME name the builds in the report, e.g. their commits;
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
 #        to compare two settings of one build: bench/ab.sh BIN BIN)

@@ -3,7 +3,8 @@
 # lower priority buys.
 #
 # Side by side in one run, alternating ROUNDS times, the VARIANTS (default: bare, instrumented
-# with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with TELEMETRY_EXPORT_NICE=10),
+# with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with TELEMETRY_EXPORT_NICE=10, all
+# with the receiver at RECEIVER_SCHED, normal unless set),
 # server pinned to core 1, load tools and OTLP receiver to core 0 (as bench/overhead.sh).
 # A variant is MODE:NICE:RECEIVER_SCHED (bare|instrumented : the server's TELEMETRY_EXPORT_NICE
 # : idle|normal, the receiver's policy, see bench/lib.sh), e.g. what the receiver's policy does:
@@ -13,7 +14,7 @@
 #      requests/s and the spans the receiver got per request served;
 #   2. GET /$ROUTE open loop at RATE requests/s for DURATION seconds (after a 3 s warm-up):
 #      p50/p99/p99.9, spans per request, the server's peak RSS.
-# The medians go last.
+# The medians go last. The report is a Markdown table on stdout (progress on stderr).
 #
 # Usage: bench/export-priority.sh [--no-build]   (RATE=2139 ROUTE=work DURATION=20
 #        SAT_DURATION=10 ROUNDS=3 VARIANTS=…; WORK_ITERATIONS defaults to ~200 µs calibrated on
@@ -25,7 +26,7 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -37,10 +38,14 @@ ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 VARIANTS=${VARIANTS:-"bare:0:$RECEIVER_SCHED instrumented:0:$RECEIVER_SCHED instrumented:10:$RECEIVER_SCHED"}
+SEEN=" "
 for variant in $VARIANTS; do
-    [[ $variant =~ ^(bare|instrumented):[0-9]+:(idle|normal)$ ]] ||
-        die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED (e.g. instrumented:10:idle)"
+    [[ $variant =~ ^(bare|instrumented):([0-9]|1[0-9]):(idle|normal)$ ]] ||
+        die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED (bare or instrumented, 0-19, idle or normal; e.g. instrumented:10:idle)"
+    [[ $SEEN == *" $variant "* ]] && die "VARIANTS: '$variant' is given twice (its rounds would be pooled into one median)"
+    SEEN+="$variant "
 done
+[ "$SEEN" != " " ] || die "VARIANTS is empty"
 OUT=$(mktemp -d)
 for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
@@ -126,7 +131,7 @@ col() { awk -F'\t' -v v="$1" '$1 == v {split($3, f, " "); print f['"$2"']}' "$RO
 cells() { IFS=: read -r mode nice sched <<<"$1"; echo "${2:-}$mode${2:-} | ${2:-}$nice${2:-} | ${2:-}$sched${2:-}"; }
 echo "### Export priority (bench/export-priority.sh)"
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS rounds alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Receiver: the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`)."
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS round(s) alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Column \"receiver\": the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`)."
 echo
 echo "| mode | TELEMETRY_EXPORT_NICE | receiver | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"

@@ -4,9 +4,9 @@
 
 SERVER_CPU=${SERVER_CPU:-1}         # the server's core
 LOAD_CPU=${LOAD_CPU:-0}             # the load tools and the OTLP receiver
-# The OTLP receiver's scheduling policy on LOAD_CPU: idle (SCHED_IDLE: it runs only when the
-# load tools leave the core free) or normal. See start_collector.
-RECEIVER_SCHED=${RECEIVER_SCHED:-idle}
+# The OTLP receiver's scheduling policy on LOAD_CPU: normal, or idle (SCHED_IDLE: it runs only
+# when the load tools leave the core free). See start_collector.
+RECEIVER_SCHED=${RECEIVER_SCHED:-normal}
 APP_PORT=${APP_PORT:-18080}         # overhead-server's app listener
 ADMIN_PORT=${ADMIN_PORT:-19080}     # its /healthz and /metrics
 GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver (overhead-collector)
@@ -21,8 +21,8 @@ die() { log "error: $*"; exit 1; }
 # receiver_note: how the receiver was scheduled, for a report.
 receiver_note() {
     case "$RECEIVER_SCHED" in
-        idle) echo "the OTLP receiver under SCHED_IDLE (\`RECEIVER_SCHED=idle\`: it yields the core to the load tools)" ;;
-        *) echo "the OTLP receiver at normal priority (\`RECEIVER_SCHED=normal\`)" ;;
+        idle) echo "the OTLP receiver on that core under SCHED_IDLE (\`RECEIVER_SCHED=idle\`: it yields the core to the load tools, and starves when they fill it)" ;;
+        *) echo "the OTLP receiver on that core at normal priority (\`RECEIVER_SCHED=normal\`, the default)" ;;
     esac
 }
 # The machine, for a report: vCPUs, CPU model, memory, kernel, rustc.
@@ -105,15 +105,22 @@ dropped_spans() {
 # start_collector OUT_FILE [ERR_FILE]: starts the live OTLP receiver on LOAD_CPU, adds it to the
 # script's PIDS, sets COLLECTOR_PID and waits until it answers.
 #
-# The receiver stands in for a collector on another machine, so it must not slow the load
-# tools down: at RECEIVER_SCHED=idle (the default) it runs under SCHED_IDLE (sched(7); no
-# privilege needed), so the open-loop client is never kept waiting behind the receiver decoding
-# a batch. At normal priority those bursts delayed the client's sends, and since latency counts
-# from the intended send time, they added ~0.7 ms to the instrumented server's p99 at half load
-# (bare exports nothing, so its runs were not affected). See bench/README.md.
+# The receiver stands in for a collector on another machine, but here it shares a core with the
+# load tools, and neither policy is neutral (bench/README.md, BENCHMARKS.md):
+# - normal (the default): while it decodes a batch, the open-loop client can be kept from
+#   sending on time, and that wait counts as the instrumented server's latency (0.3-1.0 ms of
+#   its p99 at half load of /work, measured side by side); bare exports nothing, so this errs
+#   against the instrumented server only;
+# - idle (SCHED_IDLE, sched(7), no privilege needed): the client is never kept waiting, but
+#   when the load tools fill the core (/trivial at half of bare's rate) the receiver starves,
+#   the server's export queue fills and it drops spans, doing less work than it should: that
+#   errs in the instrumented server's favour, so it is for measuring the receiver's share only.
 start_collector() {
     local sched=()
-    [ "$RECEIVER_SCHED" = idle ] && sched=(chrt --idle 0)
+    if [ "$RECEIVER_SCHED" = idle ]; then
+        command -v chrt >/dev/null || die "chrt is missing (util-linux), needed for RECEIVER_SCHED=idle"
+        sched=(chrt --idle 0)
+    fi
     "${sched[@]}" taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
         --stats "127.0.0.1:$STATS_PORT" >"$1" 2>"${2:-$1}" &
     COLLECTOR_PID=$!

@@ -2,8 +2,8 @@
 # bench/overhead.sh — what observability costs, bare vs instrumented, in one run.
 #
 # Builds in release mode, then on this machine (2 cores: the server pinned to one, the load
-# tools and the OTLP receiver to the other, the receiver under SCHED_IDLE so that it never delays
-# the load tools; RECEIVER_SCHED=normal for the old setting):
+# tools and the OTLP receiver to the other; RECEIVER_SCHED=idle runs the receiver under
+# SCHED_IDLE, see bench/lib.sh):
 #   1. saturated requests/s (wrk, closed loop), bare and instrumented alternated ROUNDS times,
 #      on GET /trivial and GET /work (~200 µs of calibrated CPU work);
 #   2. latency p50/p99 at 50 % of bare's saturated rate, open loop (overhead-load: constant
@@ -19,7 +19,7 @@
 # Usage: bench/overhead.sh [--quick] [--rounds N] [--skip-up] [--skip-outage] [--no-build]
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
 # Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
-# LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], RECEIVER_SCHED [idle],
+# LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], RECEIVER_SCHED [normal],
 # SERVER_EXTRA_ENV [none: more VAR=value settings for every overhead-server, e.g. LD_PRELOAD=…];
 # ports and the rest in the "Settings" block of this file and in bench/lib.sh (e.g.
 # SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
@@ -410,7 +410,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- Machine: $(machine_line)."
     echo "- CPU steal time during the run: $STEAL_PCT % of the cores' time (\`/proc/stat\`: time the VM's hypervisor gave"
     echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
-    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s)."
+    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s RECEIVER_SCHED=$RECEIVER_SCHED TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) pinned to core $LOAD_CPU,"
     echo "  with $(receiver_note)."
@@ -486,6 +486,9 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
                 echo "**Warning: spans were dropped on GET /$route in the $what runs** ($dpr per request): the"
                 echo "export queue was full (\`otel_sdk_processor_span_processed_total{error_type=\"queue_full\"}\`),"
                 echo "so there the instrumented server did less export work than a complete trace record costs."
+                if [ "$RECEIVER_SCHED" = idle ]; then
+                    echo "With \`RECEIVER_SCHED=idle\` a receiver starved by the load tools causes such drops too."
+                fi
             fi
         done
     done
