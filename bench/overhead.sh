@@ -279,7 +279,7 @@ for round in $(seq "$ROUNDS"); do
             n_all=$((n + $(jq -r '.ok + .non_2xx' "$RAW/lat-$mode-$route-$round.warmup.json")))
             total=$((total + n_all))
             route_drops lat "$mode" "$route" "$round" "$n_all" "$d0"
-            for k in p50_us p90_us p99_us p999_us achieved_rps; do
+            for k in p50_us p90_us p99_us p999_us achieved_rps release_lag_p99_us release_lag_max_us; do
                 record lat "$mode" "$route" "$round" "$k" "$(jq -r ".$k" "$f")"
             done
             record lat "$mode" "$route" "$round" failed "$(jq -r '.errors + .non_2xx + .unfinished' "$f")"
@@ -456,6 +456,8 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         echo "| CPU s per 10,000 requests (saturated) | $(fmt "$b" 3) | $(fmt "$i" 3) | $(ratio "$i" "$b") | |"
         b=$(med lat bare "$route" client_cpu_s_per_10k); i=$(med lat instrumented "$route" client_cpu_s_per_10k)
         echo "| load client's CPU s per 10,000 requests (at ${RATE[$route]}/s) | $(fmt "$b" 3) | $(fmt "$i" 3) | | client busy ≈ $(awk -v c="$b" -v r="${RATE[$route]}" 'BEGIN {printf "%.0f", c * r / 100}') % of its core |"
+        b=$(med lat bare "$route" release_lag_p99_us); i=$(med lat instrumented "$route" release_lag_p99_us)
+        echo "| load client's release lag p99 (at ${RATE[$route]}/s) | $(fmt "$b") µs | $(fmt "$i") µs | | the client's own lateness, inside the latencies above (its core busy with the load tools or the receiver) |"
         i=$(med sat instrumented "$route" spans_dropped_per_request); j=$(med lat instrumented "$route" spans_dropped_per_request)
         echo "| spans dropped per request, export queue full (saturated / at ${RATE[$route]}/s) | | $(fmt "$i" 3) / $(fmt "$j" 3) | | 0: every span exported |"
         echo

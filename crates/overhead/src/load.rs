@@ -14,6 +14,12 @@
 //! than spins, between requests — it leaves the core to whatever else shares it (the OTLP
 //! receiver in `bench/overhead.sh`).
 //!
+//! The client also measures how late it released each recorded request (`release_lag_*`: from
+//! the moment the request was due to the moment the client's thread handed it to a connection).
+//! That lateness is the client's own, not the server's: its thread was not running (another
+//! process had the core) or was busy. It is part of every latency figure, for both servers, so a
+//! difference in it between two runs is a difference the server did not cause.
+//!
 //! The first `warmup` of the schedule runs but is not recorded. After the schedule ends, the
 //! requests still queued are finished and recorded until `drain_timeout`; those left are
 //! reported as `unfinished`.
@@ -88,6 +94,11 @@ pub struct Report {
     /// CPU time (user + system) this client process used during the run, seconds: with the
     /// request count, shows whether the client had room to keep the schedule.
     pub client_cpu_s: f64,
+    /// How late the client released the recorded requests (due time to release), microseconds:
+    /// 99th percentile. Included in the latencies above.
+    pub release_lag_p99_us: f64,
+    /// The same, maximum.
+    pub release_lag_max_us: f64,
 }
 
 impl Report {
@@ -109,6 +120,8 @@ impl Report {
             "max_us": self.max_us,
             "mean_us": self.mean_us,
             "client_cpu_s": self.client_cpu_s,
+            "release_lag_p99_us": self.release_lag_p99_us,
+            "release_lag_max_us": self.release_lag_max_us,
         })
     }
 }
@@ -357,6 +370,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let due = |k: u64| start + interval * u32::try_from(k).unwrap_or(u32::MAX);
     let mut pacer = Pacer::new(start, interval)?;
     let mut scheduled = 0u64;
+    let mut release_lag = histogram();
     let mut k = 0u64;
     'schedule: loop {
         pacer.tick().await?;
@@ -368,6 +382,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
             }
             if when >= window.0 {
                 scheduled += 1;
+                let lag = u64::try_from((now - when).as_nanos()).unwrap_or(u64::MAX);
+                release_lag.saturating_record(lag);
             }
             if tx.send(when).is_err() {
                 break 'schedule;
@@ -410,6 +426,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
         max_us: latencies.max() as f64 / 1000.0,
         mean_us: latencies.mean() / 1000.0,
         client_cpu_s: process_cpu_seconds() - cpu_before,
+        release_lag_p99_us: release_lag.value_at_quantile(0.99) as f64 / 1000.0,
+        release_lag_max_us: release_lag.max() as f64 / 1000.0,
     })
 }
 
@@ -459,6 +477,56 @@ mod tests {
         assert_eq!(report.errors + report.non_2xx + report.unfinished, 0);
         assert!(report.p50_us > 0.0 && report.p50_us <= report.p99_us);
         assert!(report.p99_us <= report.max_us);
+        assert!(report.release_lag_p99_us <= report.release_lag_max_us);
+    }
+
+    #[tokio::test]
+    async fn a_client_kept_from_running_reports_its_release_lag() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The server on a thread of its own: only the client's thread is blocked below.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
+                let app = crate::router(crate::AppConfig {
+                    work_iterations: 1,
+                    log_per_request: false,
+                });
+                axum::serve(listener, app).await
+            })
+        });
+        // In the middle of the recorded window the client's (only) thread is taken for 80 ms,
+        // as when another process holds its core: requests due meanwhile are released late.
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::thread::sleep(Duration::from_millis(80));
+        });
+        let report = run(LoadConfig {
+            addr,
+            authority: addr.to_string(),
+            path: "/trivial".into(),
+            headers: vec![],
+            rate: 500.0,
+            duration: Duration::from_millis(800),
+            warmup: Duration::from_millis(100),
+            connections: 4,
+            drain_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.ok, 400, "{report:?}");
+        assert!(
+            report.release_lag_max_us >= 70_000.0,
+            "the requests due while the thread was taken were released late: {report:?}"
+        );
+        // 40 of the 400 recorded requests were due during those 80 ms.
+        assert!(report.release_lag_p99_us >= 10_000.0, "{report:?}");
+        assert!(report.max_us >= report.release_lag_max_us, "{report:?}");
     }
 
     #[tokio::test]
