@@ -73,7 +73,7 @@ receiver() {
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
 # run MODE NICE: sets ROW to "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request
-# peak_rss_mb". Runs in the main shell (not in `$(…)`), so that `die` stops the script and the
+# peak_rss_mb release_lag_p99". Runs in the main shell (not in `$(…)`), so that `die` stops the script and the
 # server is always in PIDS.
 run() {
     local before after result pid sat_rps sat_spans n
@@ -110,7 +110,7 @@ run() {
     ROW=$(echo "$result" | jq -r --argjson spans "$((after - before))" --argjson rss "$rss_kb" \
         --argjson warm "$((RATE * 3))" \
         --arg sat "$sat_rps $sat_spans" \
-        '"\($sat) \(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10)"')
+        '"\($sat) \(.p50_us) \(.p99_us) \(.p999_us) \($spans / (.ok + $warm) * 1000 | round / 1000) \($rss / 1024 * 10 | round / 10) \(.release_lag_p99_us)"')
     [ -n "$ROW" ] || die "no figures for $1 at nice $2"
 }
 
@@ -133,12 +133,12 @@ echo "### Export priority (bench/export-priority.sh)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS round(s) alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Column \"receiver\": the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`)."
 echo
-echo "| mode | TELEMETRY_EXPORT_NICE | receiver | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| mode | TELEMETRY_EXPORT_NICE | receiver | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases | client's release lag p99 µs |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 while IFS=$'\t' read -r variant round rest; do
     set -- $rest
-    echo "| $(cells "$variant") | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 |"
+    echo "| $(cells "$variant") | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"
 done <"$ROWS"
 for variant in $VARIANTS; do
-    echo "| $(cells "$variant" "**") | median | $(col "$variant" 1) | $(col "$variant" 2) | $(col "$variant" 3) | $(col "$variant" 4) | $(col "$variant" 5) | $(col "$variant" 6) | $(col "$variant" 7) |"
+    echo "| $(cells "$variant" "**") | median | $(col "$variant" 1) | $(col "$variant" 2) | $(col "$variant" 3) | $(col "$variant" 4) | $(col "$variant" 5) | $(col "$variant" 6) | $(col "$variant" 7) | $(col "$variant" 8) |"
 done
