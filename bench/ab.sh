@@ -47,7 +47,7 @@ WORK_ITERATIONS=${WORK_ITERATIONS:-1000}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 CLK_TCK=$(getconf CLK_TCK)
 OUT=$(mktemp -d)
-for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 for b in "$A" "$B" "$BIN/overhead-collector" "$BIN/overhead-load"; do
     [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead)"
 done

@@ -2,9 +2,9 @@
 # bench/export-priority.sh — what running the export threads (or the OTLP receiver) at a
 # lower priority buys.
 #
-# Side by side in one run, alternating ROUNDS times, the VARIANTS (default: bare, instrumented
-# with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with TELEMETRY_EXPORT_NICE=10, all
-# with the receiver at RECEIVER_SCHED, normal unless set),
+# Side by side in one run, ROUNDS times (even rounds in reverse order), the VARIANTS (default:
+# bare, instrumented with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with
+# TELEMETRY_EXPORT_NICE=10, all with the receiver at RECEIVER_SCHED, normal unless set),
 # server pinned to core 1, load tools and OTLP receiver to core 0 (as bench/overhead.sh).
 # A variant is MODE:NICE:RECEIVER_SCHED (bare|instrumented : the server's TELEMETRY_EXPORT_NICE
 # : idle|normal, the receiver's policy, see bench/lib.sh), e.g. what the receiver's policy does:
@@ -37,9 +37,10 @@ SAT_DURATION=${SAT_DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-VARIANTS=${VARIANTS:-"bare:0:$RECEIVER_SCHED instrumented:0:$RECEIVER_SCHED instrumented:10:$RECEIVER_SCHED"}
+VARIANTS=${VARIANTS-"bare:0:$RECEIVER_SCHED instrumented:0:$RECEIVER_SCHED instrumented:10:$RECEIVER_SCHED"}
+read -ra VARIANT_LIST <<<"$VARIANTS" # split on blanks, no file-name expansion
 SEEN=" "
-for variant in $VARIANTS; do
+for variant in "${VARIANT_LIST[@]}"; do
     [[ $variant =~ ^(bare|instrumented):([0-9]|1[0-9]):(idle|normal)$ ]] ||
         die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED (bare or instrumented, 0-19, idle or normal; e.g. instrumented:10:idle)"
     [[ $SEEN == *" $variant "* ]] && die "VARIANTS: '$variant' is given twice (its rounds would be pooled into one median)"
@@ -47,7 +48,7 @@ for variant in $VARIANTS; do
 done
 [ "$SEEN" != " " ] || die "VARIANTS is empty"
 OUT=$(mktemp -d)
-for tool in wrk jq curl taskset chrt; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
     log "cargo build --release -p overhead"
     cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
@@ -116,7 +117,14 @@ run() {
 
 ROWS=$OUT/rows.tsv
 for round in $(seq "$ROUNDS"); do
-    for variant in $VARIANTS; do
+    # Odd rounds in the given order, even rounds in reverse, so no variant always goes first
+    # (or always gets the receiver freshly restarted).
+    order=("${VARIANT_LIST[@]}")
+    if [ $((round % 2)) = 0 ]; then
+        order=()
+        for ((i = ${#VARIANT_LIST[@]} - 1; i >= 0; i--)); do order+=("${VARIANT_LIST[$i]}"); done
+    fi
+    for variant in "${order[@]}"; do
         IFS=: read -r mode nice sched <<<"$variant"
         log "round $round/$ROUNDS: $mode, TELEMETRY_EXPORT_NICE=$nice, receiver $sched: saturated /trivial, then /$ROUTE at $RATE/s"
         receiver "$sched"
@@ -139,6 +147,6 @@ while IFS=$'\t' read -r variant round rest; do
     set -- $rest
     echo "| $(cells "$variant") | $round | $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"
 done <"$ROWS"
-for variant in $VARIANTS; do
+for variant in "${VARIANT_LIST[@]}"; do
     echo "| $(cells "$variant" "**") | median | $(col "$variant" 1) | $(col "$variant" 2) | $(col "$variant" 3) | $(col "$variant" 4) | $(col "$variant" 5) | $(col "$variant" 6) | $(col "$variant" 7) | $(col "$variant" 8) |"
 done

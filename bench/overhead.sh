@@ -410,7 +410,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- Machine: $(machine_line)."
     echo "- CPU steal time during the run: $STEAL_PCT % of the cores' time (\`/proc/stat\`: time the VM's hypervisor gave"
     echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
-    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=${WARMUP}s SAT_DURATION=${SAT_DURATION}s LAT_DURATION=${LAT_DURATION}s OUTAGE_DURATION=${OUTAGE_DURATION}s RECEIVER_SCHED=$RECEIVER_SCHED TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE)."
+    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=$WARMUP SAT_DURATION=$SAT_DURATION LAT_DURATION=$LAT_DURATION OUTAGE_DURATION=$OUTAGE_DURATION RECEIVER_SCHED=$RECEIVER_SCHED TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE OTLP_PROTOCOL=$OTLP_PROTOCOL; durations in seconds)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) pinned to core $LOAD_CPU,"
     echo "  with $(receiver_note)."
@@ -457,7 +457,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         b=$(med lat bare "$route" client_cpu_s_per_10k); i=$(med lat instrumented "$route" client_cpu_s_per_10k)
         echo "| load client's CPU s per 10,000 requests (at ${RATE[$route]}/s) | $(fmt "$b" 3) | $(fmt "$i" 3) | | client busy ≈ $(awk -v c="$b" -v r="${RATE[$route]}" 'BEGIN {printf "%.0f", c * r / 100}') % of its core |"
         b=$(med lat bare "$route" release_lag_p99_us); i=$(med lat instrumented "$route" release_lag_p99_us)
-        echo "| load client's release lag p99 (at ${RATE[$route]}/s) | $(fmt "$b") µs | $(fmt "$i") µs | | the client's own lateness, inside the latencies above (its core busy with the load tools or the receiver) |"
+        echo "| load client's release lag p99 (at ${RATE[$route]}/s) | $(fmt "$b") µs | $(fmt "$i") µs | | how late the client queued its requests (its own work, or the receiver on its core), inside the latencies above |"
         i=$(med sat instrumented "$route" spans_dropped_per_request); j=$(med lat instrumented "$route" spans_dropped_per_request)
         echo "| spans dropped per request, export queue full (saturated / at ${RATE[$route]}/s) | | $(fmt "$i" 3) / $(fmt "$j" 3) | | 0: every span exported |"
         echo

@@ -15,10 +15,11 @@
 //! receiver in `bench/overhead.sh`).
 //!
 //! The client also measures how late it released each recorded request (`release_lag_*`: from
-//! the moment the request was due to the moment the client's thread handed it to a connection).
-//! That lateness is the client's own, not the server's: its thread was not running (another
-//! process had the core) or was busy. It is part of every latency figure, for both servers, so a
-//! difference in it between two runs is a difference the server did not cause.
+//! the moment the request was due to the moment the client's thread queued it for the
+//! connections; waiting for a free connection comes after, in the latency only). That lateness
+//! is the client's: its thread was not running on time (another process had its core) or was
+//! busy. It is inside every latency figure but not part of the server's response time; it
+//! covers only the send side (a response left waiting in the client's socket is not in it).
 //!
 //! The first `warmup` of the schedule runs but is not recorded. After the schedule ends, the
 //! requests still queued are finished and recorded until `drain_timeout`; those left are
