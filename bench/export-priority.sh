@@ -74,8 +74,8 @@ receiver() {
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
 
 # run MODE NICE: sets ROW to "sat_rps sat_spans_per_request p50 p99 p999 spans_per_request
-# peak_rss_mb release_lag_p99". Runs in the main shell (not in `$(…)`), so that `die` stops the script and the
-# server is always in PIDS.
+# peak_rss_mb release_lag_p99". Runs in the main shell (not in `$(…)`), so that `die` stops the
+# script and the server is always in PIDS.
 run() {
     local before after result pid sat_rps sat_spans n
     server_env

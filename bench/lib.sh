@@ -108,9 +108,9 @@ dropped_spans() {
 # The receiver stands in for a collector on another machine, but here it shares a core with the
 # load tools, and neither policy is neutral (bench/README.md, BENCHMARKS.md):
 # - normal (the default): while it decodes a batch, the open-loop client can be kept from
-#   sending on time, and that wait counts as the instrumented server's latency (up to ~1 ms of
-#   its p99 at half load of /work on a quiet machine, measured side by side); bare exports nothing, so this errs
-#   against the instrumented server only;
+#   sending on time, and that wait counts as the instrumented server's latency (up to ~1 ms
+#   of its p99 at half load of /work on a quiet machine, measured side by side); bare exports
+#   nothing, so this errs against the instrumented server only;
 # - idle (SCHED_IDLE, sched(7), no privilege needed): the client is rarely kept waiting, but
 #   when the load tools fill the core (/trivial at half of bare's rate) the receiver starves,
 #   the server's export queue fills and it drops spans, doing less work than it should: that
