@@ -85,9 +85,9 @@ install_debian() {
     $as apt-get install -y "$@" >/dev/null 2>&1 ||
         { $as apt-get update >/dev/null 2>&1 && $as apt-get install -y "$@" >/dev/null; }
 }
-for tool in wrk jq curl taskset chrt; do
+for tool in wrk jq curl taskset; do
     if ! need "$tool"; then
-        case "$tool" in taskset | chrt) pkg=util-linux ;; *) pkg=$tool ;; esac
+        case "$tool" in taskset) pkg=util-linux ;; *) pkg=$tool ;; esac
         install_debian "$pkg" || die "$tool is missing and could not be installed (apt-get install $pkg)"
     fi
 done
