@@ -5,7 +5,8 @@
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY      (ROUTE=trivial RATE=15000 DURATION=8
 #        SAT_DURATION=8 ROUNDS=3; server pinned to core 1, load and OTLP receiver to core 0,
-#        the receiver at normal priority unless RECEIVER_SCHED=idle (bench/lib.sh);
+#        the receiver at normal priority unless RECEIVER_SCHED=idle, counting without
+#        decoding unless RECEIVER_DECODE=full (bench/lib.sh);
 #        A_NAME/B_NAME name the builds in the report, e.g. their commits;
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
 #        to compare two settings of one build: bench/ab.sh BIN BIN)
@@ -27,8 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 case "${1:-}" in
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    "") sed -n '2,25p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    "") sed -n '2,26p' "$0" >&2; exit 2 ;;
 esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")

@@ -4,11 +4,15 @@
 #
 # Side by side in one run, ROUNDS times (even rounds in reverse order), the VARIANTS (default:
 # bare, instrumented with TELEMETRY_EXPORT_NICE=0, the default, and instrumented with
-# TELEMETRY_EXPORT_NICE=10, all with the receiver at RECEIVER_SCHED, normal unless set),
-# server pinned to core 1, load tools and OTLP receiver to core 0 (as bench/overhead.sh).
-# A variant is MODE:NICE:RECEIVER_SCHED (bare|instrumented : the server's TELEMETRY_EXPORT_NICE
-# : idle|normal, the receiver's policy, see bench/lib.sh), e.g. what the receiver's policy does:
+# TELEMETRY_EXPORT_NICE=10, all with the receiver at RECEIVER_SCHED, normal unless set, and
+# RECEIVER_DECODE, count unless set), server pinned to core 1, load tools and OTLP receiver to
+# core 0 (as bench/overhead.sh). A variant is MODE:NICE:RECEIVER_SCHED[:RECEIVER_DECODE]
+# (bare|instrumented : the server's TELEMETRY_EXPORT_NICE : idle|normal, the receiver's policy
+# : count|full, how much of each request it reads; see bench/lib.sh), e.g. what the receiver's
+# policy does:
 #   VARIANTS="bare:0:normal instrumented:0:normal instrumented:0:idle" bench/export-priority.sh
+# or what decoding every request costs the instrumented server's latency:
+#   VARIANTS="bare:0:normal instrumented:0:normal:count instrumented:0:normal:full" …
 # Each variant runs on a fresh server:
 #   1. saturated GET /trivial with wrk for SAT_DURATION seconds (after 2 s of warm-up):
 #      requests/s and the spans the receiver got per request served;
@@ -26,7 +30,7 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -40,9 +44,12 @@ ROUNDS=${ROUNDS:-3}
 VARIANTS=${VARIANTS-"bare:0:$RECEIVER_SCHED instrumented:0:$RECEIVER_SCHED instrumented:10:$RECEIVER_SCHED"}
 read -ra VARIANT_LIST <<<"$VARIANTS" # split on blanks, no file-name expansion
 SEEN=" "
-for variant in "${VARIANT_LIST[@]}"; do
-    [[ $variant =~ ^(bare|instrumented):([0-9]|1[0-9]):(idle|normal)$ ]] ||
-        die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED (bare or instrumented, 0-19, idle or normal; e.g. instrumented:10:idle)"
+for i in "${!VARIANT_LIST[@]}"; do
+    variant=${VARIANT_LIST[$i]}
+    [[ $variant =~ ^(bare|instrumented):([0-9]|1[0-9]):(idle|normal)(:(count|full))?$ ]] ||
+        die "VARIANTS: '$variant' is not MODE:NICE:RECEIVER_SCHED[:RECEIVER_DECODE] (bare or instrumented, 0-19, idle or normal, count or full; e.g. instrumented:10:idle)"
+    [ -n "${BASH_REMATCH[4]}" ] || variant+=":$RECEIVER_DECODE"
+    VARIANT_LIST[$i]=$variant
     [[ $SEEN == *" $variant "* ]] && die "VARIANTS: '$variant' is given twice (its rounds would be pooled into one median)"
     SEEN+="$variant "
 done
@@ -59,16 +66,17 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
 
 require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
-RUNNING_SCHED=
-# receiver SCHED: (re)starts the receiver under that policy unless it already runs under it.
+RUNNING_RECEIVER=
+# receiver SCHED DECODE: (re)starts the receiver under that policy, reading requests that way,
+# unless it already runs so.
 receiver() {
-    [ "$RUNNING_SCHED" = "$1" ] && return 0
-    if [ -n "$RUNNING_SCHED" ]; then
+    [ "$RUNNING_RECEIVER" = "$1:$2" ] && return 0
+    if [ -n "$RUNNING_RECEIVER" ]; then
         kill -TERM "$COLLECTOR_PID"
         wait "$COLLECTOR_PID" || true
     fi
-    RECEIVER_SCHED=$1 start_collector "$OUT/collector.out"
-    RUNNING_SCHED=$1
+    RECEIVER_SCHED=$1 RECEIVER_DECODE=$2 start_collector "$OUT/collector.out"
+    RUNNING_RECEIVER=$1:$2
 }
 
 wrk_requests() { awk '/requests in/ {print $1}' "$1"; }
@@ -125,9 +133,9 @@ for round in $(seq "$ROUNDS"); do
         for ((i = ${#VARIANT_LIST[@]} - 1; i >= 0; i--)); do order+=("${VARIANT_LIST[$i]}"); done
     fi
     for variant in "${order[@]}"; do
-        IFS=: read -r mode nice sched <<<"$variant"
-        log "round $round/$ROUNDS: $mode, TELEMETRY_EXPORT_NICE=$nice, receiver $sched: saturated /trivial, then /$ROUTE at $RATE/s"
-        receiver "$sched"
+        IFS=: read -r mode nice sched decode <<<"$variant"
+        log "round $round/$ROUNDS: $mode, TELEMETRY_EXPORT_NICE=$nice, receiver $sched ($decode): saturated /trivial, then /$ROUTE at $RATE/s"
+        receiver "$sched" "$decode"
         run "$mode" "$nice"
         printf '%s\t%s\t%s\n' "$variant" "$round" "$ROW" >>"$ROWS"
     done
@@ -136,10 +144,10 @@ done
 median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 col() { awk -F'\t' -v v="$1" '$1 == v {split($3, f, " "); print f['"$2"']}' "$ROWS" | median; }
 # cells VARIANT [MARK]: the variant's three table cells, each wrapped in MARK (e.g. ** for bold).
-cells() { IFS=: read -r mode nice sched <<<"$1"; echo "${2:-}$mode${2:-} | ${2:-}$nice${2:-} | ${2:-}$sched${2:-}"; }
+cells() { IFS=: read -r mode nice sched decode <<<"$1"; echo "${2:-}$mode${2:-} | ${2:-}$nice${2:-} | ${2:-}$sched, $decode${2:-}"; }
 echo "### Export priority (bench/export-priority.sh)"
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS round(s) alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Column \"receiver\": the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`)."
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $ROUNDS round(s) alternated: saturated GET /trivial (wrk, ${SAT_DURATION} s), then GET /$ROUTE ($WORK_ITERATIONS iterations) at $RATE requests/s, open loop, ${DURATION} s. Column \"receiver\": the OTLP receiver's scheduling policy on core $LOAD_CPU (\`RECEIVER_SCHED\`) and how much of each request it read (\`RECEIVER_DECODE\`)."
 echo
 echo "| mode | TELEMETRY_EXPORT_NICE | receiver | round | /trivial saturated req/s | /trivial spans per request | /$ROUTE p50 µs | p99 µs | p99.9 µs | /$ROUTE spans per request | peak RSS MB, both phases | client's release lag p99 µs |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"

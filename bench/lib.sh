@@ -7,6 +7,9 @@ LOAD_CPU=${LOAD_CPU:-0}             # the load tools and the OTLP receiver
 # The OTLP receiver's scheduling policy on LOAD_CPU: normal, or idle (SCHED_IDLE: it runs only
 # when the load tools leave the core free). See start_collector.
 RECEIVER_SCHED=${RECEIVER_SCHED:-normal}
+# How much of each export request the receiver reads: count (its spans and log records are
+# counted undecoded: the least of LOAD_CPU it can take) or full (decoded as a collector does).
+RECEIVER_DECODE=${RECEIVER_DECODE:-count}
 APP_PORT=${APP_PORT:-18080}         # overhead-server's app listener
 ADMIN_PORT=${ADMIN_PORT:-19080}     # its /healthz and /metrics
 GRPC_PORT=${GRPC_PORT:-14317}       # the live OTLP receiver (overhead-collector)
@@ -20,9 +23,14 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # receiver_note: how the receiver was scheduled, for a report.
 receiver_note() {
+    local decode
+    case "$RECEIVER_DECODE" in
+        full) decode="decoding every request in full (\`RECEIVER_DECODE=full\`)" ;;
+        *) decode="counting spans and log records without decoding them (\`RECEIVER_DECODE=count\`, the default)" ;;
+    esac
     case "$RECEIVER_SCHED" in
-        idle) echo "the OTLP receiver on that core under SCHED_IDLE (\`RECEIVER_SCHED=idle\`: it yields the core to the load tools, and starves when they fill it)" ;;
-        *) echo "the OTLP receiver on that core at normal priority (\`RECEIVER_SCHED=normal\`, the default)" ;;
+        idle) echo "the OTLP receiver on that core under SCHED_IDLE (\`RECEIVER_SCHED=idle\`: it yields the core to the load tools, and starves when they fill it), $decode" ;;
+        *) echo "the OTLP receiver on that core at normal priority (\`RECEIVER_SCHED=normal\`, the default), $decode" ;;
     esac
 }
 # The machine, for a report: vCPUs, CPU model, memory, kernel, rustc.
@@ -33,6 +41,10 @@ machine_line() {
 case "$RECEIVER_SCHED" in
     idle | normal) ;;
     *) die "RECEIVER_SCHED=$RECEIVER_SCHED: idle or normal" ;;
+esac
+case "$RECEIVER_DECODE" in
+    count | full) ;;
+    *) die "RECEIVER_DECODE=$RECEIVER_DECODE: count or full" ;;
 esac
 case "$OTLP_PROTOCOL" in
     grpc | http/protobuf) ;;
@@ -107,7 +119,7 @@ dropped_spans() {
 #
 # The receiver stands in for a collector on another machine, but here it shares a core with the
 # load tools, and neither policy is neutral (bench/README.md, BENCHMARKS.md):
-# - normal (the default): while it decodes a batch, the open-loop client can be kept from
+# - normal (the default): while it reads a batch, the open-loop client can be kept from
 #   sending on time, and that wait counts as the instrumented server's latency (up to ~1 ms
 #   of its p99 at half load of /work on a quiet machine, measured side by side); bare exports
 #   nothing, so this errs against the instrumented server only;
@@ -115,6 +127,8 @@ dropped_spans() {
 #   when the load tools fill the core (/trivial at half of bare's rate) the receiver starves,
 #   the server's export queue fills and it drops spans, doing less work than it should: that
 #   errs in the instrumented server's favour, so it is for measuring the receiver's share only.
+# Either way it reads each request as RECEIVER_DECODE says: count (the default) takes about a
+# third of the CPU per span or log record that full decoding does (bench/README.md).
 start_collector() {
     local sched=()
     if [ "$RECEIVER_SCHED" = idle ]; then
@@ -122,7 +136,7 @@ start_collector() {
         sched=(chrt --idle 0)
     fi
     "${sched[@]}" taskset -c "$LOAD_CPU" "$BIN/overhead-collector" --grpc "127.0.0.1:$GRPC_PORT" \
-        --stats "127.0.0.1:$STATS_PORT" >"$1" 2>"${2:-$1}" &
+        --stats "127.0.0.1:$STATS_PORT" --decode "$RECEIVER_DECODE" >"$1" 2>"${2:-$1}" &
     COLLECTOR_PID=$!
     PIDS+=("$COLLECTOR_PID")
     wait_http "http://127.0.0.1:$STATS_PORT/stats" || die "the OTLP receiver did not start: $(tail -3 "${2:-$1}")"

@@ -2,8 +2,9 @@
 # bench/overhead.sh — what observability costs, bare vs instrumented, in one run.
 #
 # Builds in release mode, then on this machine (2 cores: the server pinned to one, the load
-# tools and the OTLP receiver to the other; RECEIVER_SCHED=idle runs the receiver under
-# SCHED_IDLE, see bench/lib.sh):
+# tools and the OTLP receiver to the other; the receiver counts what it gets without decoding
+# it unless RECEIVER_DECODE=full, and RECEIVER_SCHED=idle runs it under SCHED_IDLE, see
+# bench/lib.sh):
 #   1. saturated requests/s (wrk, closed loop), bare and instrumented alternated ROUNDS times,
 #      on GET /trivial and GET /work (~200 µs of calibrated CPU work);
 #   2. latency p50/p99 at 50 % of bare's saturated rate, open loop (overhead-load: constant
@@ -20,6 +21,7 @@
 #   --quick   short durations, one round: checks the harness, figures are not meaningful.
 # Environment (defaults in brackets): ROUNDS [3], WARMUP [5] s, SAT_DURATION [20] s,
 # LAT_DURATION [30] s, OUTAGE_DURATION [120] s, TELEMETRY_EXPORT_NICE [0], RECEIVER_SCHED [normal],
+# RECEIVER_DECODE [count],
 # SERVER_EXTRA_ENV [none: more VAR=value settings for every overhead-server, e.g. LD_PRELOAD=…];
 # ports and the rest in the "Settings" block of this file and in bench/lib.sh (e.g.
 # SAT_DURATION=30 bench/overhead.sh). See bench/README.md.
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --skip-up) SKIP_UP=1 ;;
         --skip-outage) SKIP_OUTAGE=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,25p' "$0" | grep -v '^set '; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | grep -v '^set '; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -410,7 +412,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- Machine: $(machine_line)."
     echo "- CPU steal time during the run: $STEAL_PCT % of the cores' time (\`/proc/stat\`: time the VM's hypervisor gave"
     echo "  to others while this VM wanted it: the more, the less the latency figures can be trusted)."
-    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=$WARMUP SAT_DURATION=$SAT_DURATION LAT_DURATION=$LAT_DURATION OUTAGE_DURATION=$OUTAGE_DURATION RECEIVER_SCHED=$RECEIVER_SCHED TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE OTLP_PROTOCOL=$OTLP_PROTOCOL; durations in seconds)."
+    echo "- Command: \`bench/overhead.sh$( [ "$QUICK" = 1 ] && echo " --quick")$( [ "$SKIP_UP" = 1 ] && echo " --skip-up")$( [ "$SKIP_OUTAGE" = 1 ] && echo " --skip-outage")$( [ "$BUILD" = 0 ] && echo " --no-build")\`$( [ "$BUILD" = 0 ] && echo " (binaries as found in $BIN, not rebuilt: the commit above is the checkout's, not necessarily theirs)") (ROUNDS=$ROUNDS WARMUP=$WARMUP SAT_DURATION=$SAT_DURATION LAT_DURATION=$LAT_DURATION OUTAGE_DURATION=$OUTAGE_DURATION RECEIVER_SCHED=$RECEIVER_SCHED RECEIVER_DECODE=$RECEIVER_DECODE TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE OTLP_PROTOCOL=$OTLP_PROTOCOL; durations in seconds)."
     echo "- Server \`overhead-server\` pinned to core $SERVER_CPU (tokio multi-thread runtime, hence one worker);"
     echo "  \`wrk -t$WRK_THREADS -c$WRK_CONNECTIONS\`, \`overhead-load\` ($LOAD_CONNECTIONS connections) pinned to core $LOAD_CPU,"
     echo "  with $(receiver_note)."
@@ -419,7 +421,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
     echo "- **bare**: the same router and handlers, no subscriber, no layer, no recorder."
     echo "  **instrumented**: \`telemetry::init\` (JSON logs at \`info\` to a file, one line per request;"
     echo "  \`parentbased_always_on\`; batch OTLP export (\`OTEL_EXPORTER_OTLP_PROTOCOL=$OTLP_PROTOCOL\`) of spans and logs to a live receiver that"
-    echo "  decodes and counts them, on export threads at \`TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE\`),"
+    echo "  counts them (\`RECEIVER_DECODE=$RECEIVER_DECODE\`), on export threads at \`TELEMETRY_EXPORT_NICE=$TELEMETRY_EXPORT_NICE\`),"
     echo "  \`ServerLayer\` (SERVER span, RED metrics, ids), Prometheus recorder."
     echo "- Bare and instrumented alternate (round 1: bare first, round 2: instrumented first, …); each"
     echo "  figure is the median over the rounds; ratio = instrumented ÷ bare."

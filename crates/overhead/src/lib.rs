@@ -6,8 +6,9 @@
 //! - `overhead-server`: an axum app with a trivial route (`GET /trivial`) and a route doing a
 //!   fixed amount of deterministic CPU work (`GET /work`, about 200 µs once calibrated with
 //!   `overhead-server calibrate`), served bare or instrumented ([`Mode`]);
-//! - `overhead-collector`: a live OTLP/gRPC receiver that decodes every export request, counts
-//!   its spans and log records, and throws them away (memory stays flat however long it runs);
+//! - `overhead-collector`: a live OTLP receiver (gRPC, and OTLP/HTTP) that counts each export
+//!   request's spans and log records, undecoded by default, and throws them away (memory stays
+//!   flat however long it runs);
 //! - `overhead-load`: an open-loop load client (constant arrival rate, latency measured from
 //!   each request's *intended* send time, so no coordinated omission) — `wrk` is closed-loop.
 //!

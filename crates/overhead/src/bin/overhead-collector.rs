@@ -7,15 +7,18 @@
 //! curl -s http://127.0.0.1:14318/stats   # {"spans":…,"logs":…,"trace_requests":…,"log_requests":…}
 //! ```
 //!
-//! Runs until SIGTERM or SIGINT, then prints the final counts on stdout. With
-//! `--spans-out FILE` it also writes every span as a JSON line, for `overhead-hops`.
+//! Runs until SIGTERM or SIGINT, then prints the final counts on stdout. By default it counts
+//! each request's spans and log records without decoding them (`--decode count`, the least
+//! CPU for a receiver that shares a core with the load tools); `--decode full` decodes every
+//! request as a collector does. With `--spans-out FILE` (which decodes in full) it also writes
+//! every span as a JSON line, for `overhead-hops`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
-use overhead::collector::{Counts, SpanDump, serve};
+use clap::{Parser, ValueEnum as _};
+use overhead::collector::{Counts, Decode, SpanDump, serve};
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +31,12 @@ struct Cli {
     /// HTTP address of GET /stats and of OTLP/HTTP (POST /v1/traces, POST /v1/logs).
     #[arg(long, default_value = "127.0.0.1:14318")]
     stats: SocketAddr,
-    /// Also write every span to this file, one JSON object per line.
+    /// How much of each export request to read: `count` walks its protobuf framing down to the
+    /// spans and log records and counts them undecoded; `full` decodes everything, as a
+    /// collector does.
+    #[arg(long, value_enum, default_value_t = Decode::Count)]
+    decode: Decode,
+    /// Also write every span to this file, one JSON object per line (implies `--decode full`).
     #[arg(long)]
     spans_out: Option<std::path::PathBuf>,
 }
@@ -36,6 +44,11 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let decode = if cli.spans_out.is_some() {
+        Decode::Full
+    } else {
+        cli.decode
+    };
     let grpc = tokio::net::TcpListener::bind(cli.grpc)
         .await
         .with_context(|| format!("cannot listen on {}", cli.grpc))?;
@@ -43,9 +56,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.stats))?;
     eprintln!(
-        "ready grpc={} stats={} pid={}",
+        "ready grpc={} stats={} decode={} pid={}",
         grpc.local_addr()?,
         stats.local_addr()?,
+        decode
+            .to_possible_value()
+            .expect("no variant is skipped")
+            .get_name(),
         std::process::id()
     );
     let dump = match &cli.spans_out {
@@ -63,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    serve(grpc, stats, counts.clone(), dump, stop).await?;
+    serve(grpc, stats, counts.clone(), decode, dump, stop).await?;
     println!("{}", counts.to_json());
     Ok(())
 }
