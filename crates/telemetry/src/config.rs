@@ -71,7 +71,10 @@ pub struct TelemetryConfig {
     /// [`log_filter`](Self::log_filter) on purpose: `RUST_LOG=warn` must quieten the logs
     /// without deleting the server spans every trace hangs from. Default `info`.
     pub span_filter: String,
-    /// `OTEL_SDK_DISABLED=true`: no OTLP export at all (logs and metrics still work).
+    /// `OTEL_SDK_DISABLED=true`: no OTLP export at all (logs and metrics still work), and no
+    /// span recorded: as the OpenTelemetry API does without an SDK, an incoming trace context
+    /// is still joined (`x-trace-id`, the ids in log lines) and propagated downstream
+    /// unchanged, and a request that brings none gets no trace id.
     pub sdk_disabled: bool,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of the collector. Default
     /// `http://localhost:4317` (gRPC) or `http://localhost:4318` (HTTP).

@@ -226,33 +226,23 @@ where
             .with_filter(log_filter)
             .boxed(),
     });
-    if let Some(provider) = &providers.tracer {
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        let tracer = provider.tracer_with_scope(scope);
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                // Busy/idle time, thread ids, source locations (`code.*`) and the `tracing`
-                // target cost work on every span, and again on export (a third of a server
-                // span's attributes), and are not semantic-convention attributes of these spans.
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-                .with_location(false)
-                .with_target(false)
-                .with_filter(
-                    // The cheap tests first: the level turns most events away without the
-                    // directives (an `EnvFilter` test costs hundreds of instructions).
-                    span_events(config.span_event_level)
-                        .and(tracing_subscriber::filter::filter_fn(|meta| {
-                            !starts_with_any(meta.target(), &TRANSPORT_TARGETS)
-                        }))
-                        .and(span_filter),
-                )
-                .boxed(),
-        );
-    }
+    layers.push(match &providers.tracer {
+        Some(provider) => {
+            let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build();
+            span_layer(provider.tracer_with_scope(scope), &config, span_filter)
+        }
+        // `OTEL_SDK_DISABLED`: the OpenTelemetry API without an SDK. No span is recorded and
+        // no id is made, but a span takes its parent's context, so an incoming trace is still
+        // joined (`x-trace-id`, log ids) and propagated to downstream calls, as the API's
+        // no-op tracer does (https://opentelemetry.io/docs/specs/otel/trace/api/#behavior-of-the-api-in-the-absence-of-an-installed-sdk).
+        None => span_layer(
+            opentelemetry::trace::noop::NoopTracer::new(),
+            &config,
+            span_filter,
+        ),
+    });
 
     tracing_subscriber::registry()
         .with(layers)
@@ -272,6 +262,37 @@ where
         timeout: config.shutdown_timeout,
         log_writer: None,
     })
+}
+
+/// The `tracing` → OpenTelemetry span layer for `tracer`, with the span filter.
+fn span_layer<T>(
+    tracer: T,
+    config: &TelemetryConfig,
+    span_filter: EnvFilter,
+) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    T: opentelemetry::trace::Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // Busy/idle time, thread ids, source locations (`code.*`) and the `tracing` target
+        // cost work on every span, and again on export (a third of a server span's
+        // attributes), and are not semantic-convention attributes of these spans.
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_filter(
+            // The cheap tests first: the level turns most events away without the directives
+            // (an `EnvFilter` test costs hundreds of instructions).
+            span_events(config.span_event_level)
+                .and(tracing_subscriber::filter::filter_fn(|meta| {
+                    !starts_with_any(meta.target(), &TRANSPORT_TARGETS)
+                }))
+                .and(span_filter),
+        )
+        .boxed()
 }
 
 /// Parses `directives` (RUST_LOG syntax).
