@@ -32,6 +32,45 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// The trace sampler, as `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name it (see
+/// the [SDK environment specification](https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/#general-sdk-configuration)
+/// and [the samplers](https://opentelemetry.io/docs/specs/otel/trace/sdk/#built-in-samplers)).
+/// A ratio is the probability, from 0.0 to 1.0, that a trace is sampled (`OTEL_TRACES_SAMPLER_ARG`,
+/// default 1.0).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum TraceSampler {
+    /// `always_on`: every span is sampled, whatever its parent decided.
+    AlwaysOn,
+    /// `always_off`: no span is sampled.
+    AlwaysOff,
+    /// `traceidratio`: a ratio of traces, by trace id, whatever the parent decided.
+    TraceIdRatio(f64),
+    /// `parentbased_always_on` (the default): the parent's decision; a root is sampled.
+    #[default]
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`: the parent's decision; a root is not sampled.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`: the parent's decision; a ratio of roots.
+    ParentBasedTraceIdRatio(f64),
+}
+
+impl TraceSampler {
+    /// The SDK's sampler of that name.
+    pub fn to_sdk(self) -> opentelemetry_sdk::trace::Sampler {
+        use opentelemetry_sdk::trace::Sampler;
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+            Self::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Self::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Self::ParentBasedTraceIdRatio(ratio) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+            }
+        }
+    }
+}
+
 /// A configuration value that could not be understood. The message names the variable, the
 /// value and what is accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +115,9 @@ pub struct TelemetryConfig {
     /// is still joined (`x-trace-id`, the ids in log lines) and propagated downstream
     /// unchanged, and a request that brings none gets no trace id.
     pub sdk_disabled: bool,
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`: which spans are sampled (recorded
+    /// and exported). Default [`TraceSampler::ParentBasedAlwaysOn`].
+    pub sampler: TraceSampler,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of the collector. Default
     /// `http://localhost:4317` (gRPC) or `http://localhost:4318` (HTTP).
     pub otlp_endpoint: Option<String>,
@@ -140,6 +182,7 @@ impl TelemetryConfig {
             ansi: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             span_filter: "info".to_owned(),
             sdk_disabled: false,
+            sampler: TraceSampler::ParentBasedAlwaysOn,
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::Grpc,
             export_timeout: Duration::from_secs(10),
@@ -187,6 +230,41 @@ impl TelemetryConfig {
                 "true" => true,
                 "false" => false,
                 _ => return Err(invalid("OTEL_SDK_DISABLED", v, "`true` or `false`")),
+            };
+        }
+        if let Some(v) = get("OTEL_TRACES_SAMPLER") {
+            // The ratio samplers' argument, read only for them (the specification has the
+            // others ignore it); unset means 1.0.
+            let ratio = || match get("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(1.0),
+                Some(arg) => arg
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        invalid(
+                            "OTEL_TRACES_SAMPLER_ARG",
+                            arg,
+                            "a sampling ratio from 0.0 to 1.0, such as 0.25",
+                        )
+                    }),
+            };
+            self.sampler = match v.trim().to_ascii_lowercase().as_str() {
+                "always_on" => TraceSampler::AlwaysOn,
+                "always_off" => TraceSampler::AlwaysOff,
+                "traceidratio" => TraceSampler::TraceIdRatio(ratio()?),
+                "parentbased_always_on" => TraceSampler::ParentBasedAlwaysOn,
+                "parentbased_always_off" => TraceSampler::ParentBasedAlwaysOff,
+                "parentbased_traceidratio" => TraceSampler::ParentBasedTraceIdRatio(ratio()?),
+                _ => {
+                    return Err(invalid(
+                        "OTEL_TRACES_SAMPLER",
+                        v,
+                        "`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, \
+                         `parentbased_always_off` or `parentbased_traceidratio`",
+                    ));
+                }
             };
         }
         if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
@@ -320,6 +398,87 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert!(c.sdk_disabled);
         assert_eq!(c.log_filter, "warn,orders=debug");
+    }
+
+    #[test]
+    fn the_sampler_and_its_ratio_come_from_the_environment() {
+        let sampler = |vars: &[(&str, &str)]| from(vars).unwrap().sampler;
+        assert_eq!(sampler(&[]), TraceSampler::ParentBasedAlwaysOn);
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+            TraceSampler::AlwaysOff
+        );
+        assert_eq!(
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", " 0.25 ")
+            ]),
+            TraceSampler::ParentBasedTraceIdRatio(0.25)
+        );
+        // No argument: 1.0. An argument to a sampler that takes none: ignored.
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio")]),
+            TraceSampler::TraceIdRatio(1.0)
+        );
+        assert_eq!(
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", "always_on"),
+                ("OTEL_TRACES_SAMPLER_ARG", "abc")
+            ]),
+            TraceSampler::AlwaysOn
+        );
+        for (name, arg) in [
+            ("bogus", "0.5"),
+            ("jaeger_remote", ""),
+            ("traceidratio", "abc"),
+            ("traceidratio", "1.5"),
+            ("parentbased_traceidratio", "-0.1"),
+            ("traceidratio", "NaN"),
+        ] {
+            let err = from(&[
+                ("OTEL_TRACES_SAMPLER", name),
+                ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ])
+            .unwrap_err();
+            let variable = if name == "bogus" || name == "jaeger_remote" {
+                "OTEL_TRACES_SAMPLER"
+            } else {
+                "OTEL_TRACES_SAMPLER_ARG"
+            };
+            assert_eq!(err.variable, variable, "{name} {arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn each_sampler_decides_as_its_name_says() {
+        use opentelemetry::trace::{SpanKind, TraceId};
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+        let root = |s: TraceSampler| {
+            s.to_sdk()
+                .should_sample(None, TraceId::from(7u128), "x", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        assert_eq!(
+            root(TraceSampler::AlwaysOn),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(root(TraceSampler::AlwaysOff), SamplingDecision::Drop);
+        assert_eq!(
+            root(TraceSampler::TraceIdRatio(0.0)),
+            SamplingDecision::Drop
+        );
+        assert_eq!(
+            root(TraceSampler::ParentBasedAlwaysOn),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(
+            root(TraceSampler::ParentBasedAlwaysOff),
+            SamplingDecision::Drop
+        );
+        assert_eq!(
+            root(TraceSampler::ParentBasedTraceIdRatio(1.0)),
+            SamplingDecision::RecordAndSample
+        );
     }
 
     #[test]

@@ -481,10 +481,9 @@ fn tracer_provider(
         .build();
     let bounded = BoundedSpanProcessor::new(batch, pending, config.max_queue_size)
         .with_hook(config.span_hook.clone());
-    // The sampler `OTEL_TRACES_SAMPLER`/`_ARG` select (the SDK reads them), wrapped so the
-    // Level 2 random flag survives a drop decision.
-    let sampler =
-        crate::sampling::KeepRandomFlag(opentelemetry_sdk::trace::Config::default().sampler);
+    // The sampler `OTEL_TRACES_SAMPLER`/`_ARG` select (read and checked by `TelemetryConfig`),
+    // wrapped so the Level 2 random flag survives a drop decision.
+    let sampler = crate::sampling::KeepRandomFlag(Box::new(config.sampler.to_sdk()));
     Ok(SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_span_processor(bounded)

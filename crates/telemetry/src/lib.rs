@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod propagation;
 pub mod sampling;
 
-pub use config::{LogFormat, OtlpProtocol, TelemetryConfig};
+pub use config::{LogFormat, OtlpProtocol, TelemetryConfig, TraceSampler};
 pub use init::{InitError, ShutdownError, TelemetryGuard, init, init_with_writer};
 pub use metrics::MetricsHandle;
 
