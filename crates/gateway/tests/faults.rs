@@ -632,8 +632,8 @@ fn posted_orders(s: &Stack) -> Vec<support::Hit> {
 }
 
 /// The CPU time (user + system) this process has used, from `/proc/self/stat` (Linux; the
-/// kernel counts in ticks of 1/100 s). Not `process_cpu_seconds_total`: metrics-process records
-/// it with `Counter::absolute` in whole seconds, too coarse for a test of a few seconds.
+/// kernel counts in ticks of 1/100 s), read directly rather than scraped as
+/// `process_cpu_seconds_total`, which renders the same figure.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
     // Fields after the command name (which may contain spaces) start at field 3 (`state`);

@@ -16,7 +16,9 @@
 //!   (`http.server.request.duration` → `http_server_request_duration_seconds`).
 //!
 //! Process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`, …) are
-//! collected from the OS at every render by [`metrics_process`].
+//! read from the OS at every render by [`metrics_process::collector::collect`]. The CPU time is
+//! rendered by this module rather than through the recorder: the `metrics` facade's counters
+//! hold whole numbers, which would truncate it to whole seconds (see [`ProcessMetrics`]).
 //!
 //! [semconv-http]: https://opentelemetry.io/docs/specs/semconv/http/http-metrics/
 //! [prom]: https://prometheus.io/docs/practices/naming/
@@ -82,7 +84,6 @@ pub enum MetricsError {
 #[derive(Clone)]
 pub struct MetricsHandle {
     prometheus: PrometheusHandle,
-    process: Arc<metrics_process::Collector>,
     upkeep_running: Arc<AtomicBool>,
 }
 
@@ -97,8 +98,12 @@ impl MetricsHandle {
     /// body for `GET /metrics` (serve it as `text/plain; version=0.0.4; charset=utf-8`).
     /// Samples the process metrics first so they are current.
     pub fn render(&self) -> String {
-        self.process.collect();
-        self.prometheus.render()
+        let cpu_seconds = ProcessMetrics::record();
+        let mut text = self.prometheus.render();
+        if let Some(seconds) = cpu_seconds {
+            ProcessMetrics::render_cpu_seconds(&mut text, seconds);
+        }
+        text
     }
 
     /// The `Content-Type` that goes with [`render`](Self::render).
@@ -151,8 +156,7 @@ fn builder() -> Result<PrometheusBuilder, MetricsError> {
 }
 
 fn start(prometheus: PrometheusHandle) -> MetricsHandle {
-    let process = Arc::new(metrics_process::Collector::default());
-    process.describe();
+    ProcessMetrics::describe();
     describe();
     let upkeep_running = Arc::new(AtomicBool::new(true));
     let running = upkeep_running.clone();
@@ -172,8 +176,102 @@ fn start(prometheus: PrometheusHandle) -> MetricsHandle {
     }
     MetricsHandle {
         prometheus,
-        process,
         upkeep_running,
+    }
+}
+
+/// The [process metrics](https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics)
+/// every Prometheus client library exposes, read from the OS (`/proc` on Linux) by
+/// `metrics_process`.
+///
+/// `process_cpu_seconds_total` is a counter of seconds with a fractional part (the kernel counts
+/// in ticks of 1/100 s). `metrics_process::Collector` records it through a `metrics` counter,
+/// which holds whole numbers only, so a service at 1 % of a core would show a step once every
+/// 100 s and `rate()` would read zero in between; this module appends it to the rendered text
+/// itself, at full precision. The other process metrics are gauges and go through the recorder.
+struct ProcessMetrics;
+
+impl ProcessMetrics {
+    const CPU_SECONDS_TOTAL: &'static str = "process_cpu_seconds_total";
+
+    fn describe() {
+        use metrics::{Unit, describe_gauge};
+        describe_gauge!(
+            "process_open_fds",
+            Unit::Count,
+            "Number of open file descriptors."
+        );
+        describe_gauge!(
+            "process_max_fds",
+            Unit::Count,
+            "Maximum number of open file descriptors."
+        );
+        describe_gauge!(
+            "process_virtual_memory_bytes",
+            Unit::Bytes,
+            "Virtual memory size in bytes."
+        );
+        describe_gauge!(
+            "process_virtual_memory_max_bytes",
+            Unit::Bytes,
+            "Maximum amount of virtual memory available in bytes."
+        );
+        describe_gauge!(
+            "process_resident_memory_bytes",
+            Unit::Bytes,
+            "Resident memory size in bytes."
+        );
+        describe_gauge!(
+            "process_start_time_seconds",
+            Unit::Seconds,
+            "Start time of the process since unix epoch in seconds."
+        );
+        describe_gauge!(
+            "process_threads",
+            Unit::Count,
+            "Number of OS threads in the process."
+        );
+    }
+
+    /// Reads the process metrics, records the gauges and returns the CPU time in seconds
+    /// (`None` where the OS does not say).
+    fn record() -> Option<f64> {
+        use metrics::gauge;
+        let m = metrics_process::collector::collect();
+        let gauges = [
+            ("process_open_fds", m.open_fds),
+            ("process_max_fds", m.max_fds),
+            ("process_virtual_memory_bytes", m.virtual_memory_bytes),
+            (
+                "process_virtual_memory_max_bytes",
+                m.virtual_memory_max_bytes,
+            ),
+            ("process_resident_memory_bytes", m.resident_memory_bytes),
+            ("process_start_time_seconds", m.start_time_seconds),
+            ("process_threads", m.threads),
+        ];
+        for (name, value) in gauges {
+            if let Some(value) = value {
+                gauge!(name).set(value as f64);
+            }
+        }
+        m.cpu_seconds_total
+    }
+
+    /// Appends the `process_cpu_seconds_total` counter family to a text exposition.
+    fn render_cpu_seconds(text: &mut String, seconds: f64) {
+        use std::fmt::Write as _;
+        let name = Self::CPU_SECONDS_TOTAL;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        // `f64`'s `Display` never uses an exponent: a valid Prometheus float.
+        let _ = write!(
+            text,
+            "# HELP {name} Total user and system CPU time spent in seconds.\n\
+             # TYPE {name} counter\n\
+             {name} {seconds}\n"
+        );
     }
 }
 
