@@ -75,6 +75,13 @@ impl ServiceConfig {
     }
 }
 
+/// The `deployment.environment.name` resource attribute of every process the CLI runs (the
+/// services and the load generator alike, so that one trace has one environment):
+/// `FAULTLINE_ENVIRONMENT`, `native` when unset (compose sets `compose`).
+pub fn deployment_environment() -> String {
+    servicekit::env::string("FAULTLINE_ENVIRONMENT", "native")
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let name = args.service.name();
     let service_config = ServiceConfig::from_env(args.service)
@@ -83,7 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("invalid telemetry configuration for {name}"))?;
     config.service_namespace = Some("faultline".into());
     config.service_version = env!("CARGO_PKG_VERSION").into();
-    config.deployment_environment = servicekit::env::string("FAULTLINE_ENVIRONMENT", "native");
+    config.deployment_environment = deployment_environment();
     config.span_hook = Some(service_config.faults().clock_skew_hook());
     let guard = telemetry::init(config).context("cannot initialise telemetry")?;
     let metrics = guard.metrics().cloned();

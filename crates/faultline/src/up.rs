@@ -60,6 +60,7 @@ pub fn init_cli_telemetry(name: &str) -> anyhow::Result<telemetry::TelemetryGuar
     }
     config.service_namespace = Some("faultline".into());
     config.service_version = env!("CARGO_PKG_VERSION").into();
+    config.deployment_environment = crate::serve::deployment_environment();
     config.install_metrics_recorder = false;
     config.shutdown_timeout = Duration::from_secs(2);
     telemetry::init_with_writer(config, std::io::stderr).context("cannot initialise telemetry")

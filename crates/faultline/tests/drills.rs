@@ -832,6 +832,28 @@ async fn a_healthy_stack_shows_no_scenarios_evidence() {
     let after = lab.scrape().await;
     let _ = load.start_kill();
     let spans = lab.collector.spans();
+    // The load generator's spans and the services' carry one environment.
+    let environments: BTreeMap<&str, String> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.service_name.as_str(),
+                format!("{:?}", s.resource.get("deployment.environment.name")),
+            )
+        })
+        .collect();
+    assert!(
+        environments.contains_key("faultline-load") && environments.contains_key("gateway"),
+        "{environments:?}"
+    );
+    assert_eq!(
+        environments
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        1,
+        "{environments:?}"
+    );
     let logs: BTreeMap<String, Vec<Value>> = SERVICES
         .iter()
         .map(|s| (s.to_string(), lab.stack.log_lines(s).split_off(offsets[*s])))

@@ -755,6 +755,14 @@ fn the_three_services_and_the_load_generator_follow_the_contract() {
         image,
         "loadgen: the shared image"
     );
+    // Its spans are in the same traces as the services': the same environment.
+    assert_eq!(
+        environment(loadgen)
+            .get("FAULTLINE_ENVIRONMENT")
+            .map(String::as_str),
+        Some("compose"),
+        "loadgen"
+    );
 }
 
 /// The Dockerfile's stages: (FROM line, instructions of the stage).
