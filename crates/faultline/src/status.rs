@@ -19,6 +19,15 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// The app (API) port of each service (CONTRACT.md).
+pub fn app_port(service: Service) -> u16 {
+    match service {
+        Service::Gateway => 8080,
+        Service::Orders => 8081,
+        Service::Fulfillment => 8082,
+    }
+}
+
 /// The admin port of each service (CONTRACT.md).
 pub fn admin_port(service: Service) -> u16 {
     match service {

@@ -26,7 +26,7 @@ use servicekit::server::{CancellationToken, SignalWatch, watch_signals};
 use tokio::process::{Child, Command};
 
 use crate::serve::Service;
-use crate::status::{admin_port, readiness};
+use crate::status::{admin_port, app_port, readiness};
 
 /// Arguments of `faultline up`.
 #[derive(Args, Debug)]
@@ -123,6 +123,36 @@ async fn spawn(service: Service, exe: &Path, dir: &Path, token: &str) -> anyhow:
         child,
         log,
     })
+}
+
+/// Fails, naming them, when any of the native ports (8080–8082, 9080–9082 on 127.0.0.1) cannot
+/// be bound: whatever holds one (another `up`, a `faultline serve`) would answer the readiness
+/// checks in place of the service this `up` starts, which then dies on start-up.
+fn check_ports_free() -> anyhow::Result<()> {
+    let mut in_use = Vec::new();
+    let mut other = Vec::new();
+    for service in Service::ALL {
+        for port in [app_port(service), admin_port(service)] {
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    in_use.push(format!("{port} ({})", service.name()));
+                }
+                Err(e) => other.push(format!("{port} ({}): {e}", service.name())),
+            }
+        }
+    }
+    if !in_use.is_empty() {
+        bail!(
+            "port {} on 127.0.0.1 already in use: is another `faultline up` (or `faultline serve`) \
+             running? Stop it first",
+            in_use.join(", ")
+        );
+    }
+    if !other.is_empty() {
+        bail!("cannot listen on {}", other.join(", "));
+    }
+    Ok(())
 }
 
 /// Waits until every child answers `/readyz` with 200, failing early if one exits.
@@ -250,6 +280,8 @@ async fn stop_in_order(
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    // Before anything is written: a running lab's token file stays as it is.
+    check_ports_free()?;
     std::fs::create_dir_all(args.dir.join("logs"))
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args
@@ -438,11 +470,8 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &Otlp) {
     };
     println!("All services ready in {:.1} s.\n", took.as_secs_f64());
     println!("  {:<12} {:<24} {:<32} logs", "service", "API", "metrics");
-    for (service, port) in [
-        (Service::Gateway, 8080),
-        (Service::Orders, 8081),
-        (Service::Fulfillment, 8082),
-    ] {
+    for service in Service::ALL {
+        let port = app_port(service);
         println!(
             "  {:<12} {:<24} {:<32} {}",
             service.name(),

@@ -35,6 +35,41 @@ fn timestamp(line: &serde_json::Value) -> &str {
 /// The tests here share the fixed native ports: one at a time.
 static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+#[tokio::test]
+async fn up_refuses_to_start_beside_whatever_holds_a_native_port() {
+    let _ports = PORTS.lock().await;
+    // As a running lab (or `faultline serve orders`) would: its readiness endpoint answers.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", 9081))
+        .expect("port 9081 is free (no `faultline up` may run beside these tests)");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let run = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["up", "--no-load", "--dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .env("OTEL_SDK_DISABLED", "true")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("up gave up within 20 s")
+        .unwrap();
+    drop(holder);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("9081 (orders)") && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("ready"), "{stdout}");
+    assert!(
+        !state.join("admin-token").exists(),
+        "nothing written before the check"
+    );
+}
+
 /// `faultline up` (with `args`), running and ready by its own account.
 struct Up {
     child: tokio::process::Child,
