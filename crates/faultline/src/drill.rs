@@ -1497,16 +1497,19 @@ async fn stop(admin: &AdminArgs) -> anyhow::Result<ExitCode> {
     let state = load_state(dir).ok().flatten();
     let api = AdminApi::new(admin);
     let mut cleared = 0;
-    let mut unreachable = Vec::new();
+    let mut failures = Vec::new();
     for service in Service::ALL {
         match api.clear_all(service).await {
             Ok(n) => cleared += n,
-            Err(e) => {
-                eprintln!("warning: {e:#}");
-                unreachable.push(service.name());
-            }
+            Err(e) => failures.push((service, e)),
         }
     }
+    let none_cleared = failures.len() == Service::ALL.len();
+    let cleared_note = if none_cleared {
+        String::new()
+    } else {
+        format!(" Cleared {cleared} fault(s).")
+    };
     match std::fs::remove_file(state_path(dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1524,19 +1527,23 @@ async fn stop(admin: &AdminArgs) -> anyhow::Result<ExitCode> {
             };
             let (hints, attempts) = state.grade();
             println!(
-                "Drill stopped after {} ({solved}; {hints} hint(s), {attempts} attempt(s)). Cleared {cleared} fault(s).",
+                "Drill stopped after {} ({solved}; {hints} hint(s), {attempts} attempt(s)).{cleared_note}",
                 elapsed(state.started_at, now_unix()),
             );
         }
-        None => println!("No drill was running. Cleared {cleared} fault(s)."),
+        None if none_cleared => {}
+        None => println!("No drill was running.{cleared_note}"),
     }
-    if unreachable.len() == Service::ALL.len() {
-        bail!("no service could be reached; faults may remain until they expire");
+    if none_cleared {
+        return Err(crate::fault::failed_everywhere(
+            &failures,
+            Some("faults may remain until they expire"),
+        ));
     }
-    if !unreachable.is_empty() {
+    for (service, e) in &failures {
         eprintln!(
-            "warning: {} could not be reached; its faults end on their own",
-            unreachable.join(", ")
+            "warning: the faults of {} were not cleared ({e:#}); they end on their own",
+            service.name()
         );
     }
     Ok(ExitCode::SUCCESS)

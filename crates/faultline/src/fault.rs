@@ -157,6 +157,82 @@ fn parse_kind(s: &str) -> Result<FaultKind, String> {
     s.parse::<FaultKind>().map_err(|e| e.to_string())
 }
 
+/// A service whose admin listener did not answer (refused, timed out): the context of
+/// [`AdminApi`]'s errors in that case, so that callers can tell it from a refusal.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The service.
+    pub service: Service,
+    /// Its admin base URL.
+    pub url: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not reachable at {} (is `faultline up` running?)",
+            self.service.name(),
+            self.url
+        )
+    }
+}
+
+/// A service that refused the admin token (401).
+#[derive(Debug)]
+pub struct TokenRefused(pub Service);
+
+impl std::fmt::Display for TokenRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refused the admin token (401): {TOKEN_HINT}",
+            self.0.name()
+        )
+    }
+}
+
+impl std::error::Error for TokenRefused {}
+
+const TOKEN_HINT: &str =
+    "set FAULTLINE_ADMIN_TOKEN or pass --dir to the directory holding admin-token";
+
+/// The one error line for an operation that failed on every service it was tried on:
+/// unreachable everywhere, or the token refused everywhere, is said once; other failures are
+/// listed, each distinct message once. `consequence` (e.g. "nothing was cleared") ends it.
+pub fn failed_everywhere(
+    failures: &[(Service, anyhow::Error)],
+    consequence: Option<&str>,
+) -> anyhow::Error {
+    let all = |test: fn(&anyhow::Error) -> bool| failures.iter().all(|(_, e)| test(e));
+    let what = if all(|e| e.downcast_ref::<Unreachable>().is_some()) {
+        let urls: Vec<&str> = failures
+            .iter()
+            .filter_map(|(_, e)| e.downcast_ref::<Unreachable>())
+            .map(|u| u.url.as_str())
+            .collect();
+        format!(
+            "no service could be reached at {} (is `faultline up` running?)",
+            urls.join(", ")
+        )
+    } else if all(|e| e.downcast_ref::<TokenRefused>().is_some()) {
+        format!("every service refused the admin token (401): {TOKEN_HINT}")
+    } else {
+        let mut messages: Vec<String> = Vec::new();
+        for (_, e) in failures {
+            let message = format!("{e:#}");
+            if !messages.contains(&message) {
+                messages.push(message);
+            }
+        }
+        messages.join("; ")
+    };
+    match consequence {
+        Some(consequence) => anyhow::anyhow!("{what}; {consequence}"),
+        None => anyhow::anyhow!("{what}"),
+    }
+}
+
 /// A client for the three admin APIs.
 #[derive(Clone, Debug)]
 pub struct AdminApi {
@@ -216,12 +292,9 @@ impl AdminApi {
             .client
             .request_with_headers(method, &url, body, headers, TIMEOUT)
             .await
-            .with_context(|| {
-                format!(
-                    "{} is not reachable at {} (is `faultline up` running?)",
-                    service.name(),
-                    self.base_url(service)
-                )
+            .with_context(|| Unreachable {
+                service,
+                url: self.base_url(service),
             })?;
         Ok(response)
     }
@@ -295,10 +368,7 @@ fn ok_json(service: Service, r: &HttpResponse, expected: StatusCode) -> anyhow::
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
     if r.status == StatusCode::UNAUTHORIZED {
-        bail!(
-            "{} refused the admin token (401): set FAULTLINE_ADMIN_TOKEN or pass --dir to the directory holding admin-token",
-            service.name()
-        );
+        return Err(TokenRefused(service).into());
     }
     bail!("{} answered {}: {detail}", service.name(), r.status)
 }
@@ -424,18 +494,18 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
             };
             if clear.all {
                 let mut total = 0;
-                let mut failures = 0;
+                let mut failures = Vec::new();
                 for service in &services {
                     match api.clear_all(*service).await {
                         Ok(n) => total += n,
-                        Err(e) => {
-                            failures += 1;
-                            eprintln!("warning: {e:#}");
-                        }
+                        Err(e) => failures.push((*service, e)),
                     }
                 }
-                if failures == services.len() {
-                    bail!("no service could be reached; nothing was cleared");
+                if failures.len() == services.len() {
+                    return Err(failed_everywhere(&failures, Some("nothing was cleared")));
+                }
+                for (_, e) in &failures {
+                    eprintln!("warning: {e:#}");
                 }
                 println!("cleared {total} fault(s)");
                 annotate(
@@ -446,6 +516,7 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let id = clear.id.unwrap_or_default();
+            let mut failures = Vec::new();
             for service in &services {
                 match api.clear(*service, &id).await {
                     Ok(Some(fault)) => {
@@ -459,8 +530,22 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::SUCCESS);
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("warning: {e:#}"),
+                    Err(e) => failures.push((*service, e)),
                 }
+            }
+            if failures.len() == services.len() {
+                return Err(failed_everywhere(
+                    &failures,
+                    Some(&format!("fault {id:?} was not cleared")),
+                ));
+            }
+            if !failures.is_empty() {
+                let names: Vec<&str> = failures.iter().map(|(s, _)| s.name()).collect();
+                bail!(
+                    "no service that answered has a fault {id:?}, and {} could not be asked: {}",
+                    names.join(", "),
+                    failed_everywhere(&failures, None)
+                );
             }
             bail!("no service has a fault {id:?} (it may have expired; see `faultline fault list`)")
         }
@@ -469,20 +554,22 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
 
 async fn list(api: &AdminApi, json: bool) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
-    let mut reached = 0;
+    let mut failures = Vec::new();
     let mut out = serde_json::Map::new();
     for service in Service::ALL {
         match api.list(service).await {
             Ok(faults) => {
-                reached += 1;
                 out.insert(service.name().into(), Value::Array(faults.clone()));
                 rows.extend(faults.into_iter().map(|f| (service, f)));
             }
-            Err(e) => eprintln!("warning: {e:#}"),
+            Err(e) => failures.push((service, e)),
         }
     }
-    if reached == 0 {
-        bail!("no service could be reached (is `faultline up` running?)");
+    if failures.len() == Service::ALL.len() {
+        return Err(failed_everywhere(&failures, None));
+    }
+    for (_, e) in &failures {
+        eprintln!("warning: {e:#}");
     }
     if json {
         println!("{}", Value::Object(out));

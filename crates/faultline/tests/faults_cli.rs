@@ -202,6 +202,25 @@ async fn the_token_and_invalid_specs_are_enforced() {
         .await;
     assert!(text(&out).1.contains("401"), "{:?}", text(&out));
 
+    // Refused by every service: one line that says so, once.
+    for args in [
+        &["fault", "clear", "--all"][..],
+        &["drill", "stop"][..],
+        &["fault", "clear", "f-12345678"][..],
+    ] {
+        let out = stack
+            .cli_with(args, &[("FAULTLINE_ADMIN_TOKEN", "wrong")])
+            .await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("every service refused the admin token (401)"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stdout.contains("Cleared"), "{args:?}: {stdout}");
+    }
+
     // The token file `faultline up` writes is found in --dir.
     std::fs::write(stack.dir.path().join("admin-token"), support::ADMIN_TOKEN).unwrap();
     let out = stack
@@ -468,4 +487,46 @@ async fn set_and_clear_are_annotated_in_grafana_when_it_answers() {
         text(&out)
     );
     stack.stop().await;
+}
+
+/// With no service running, each verb that needs them fails with one line saying so (not a
+/// warning per service, and not "no such fault").
+#[tokio::test]
+async fn with_no_service_running_each_admin_verb_fails_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed: Vec<(String, String)> = ["GATEWAY", "ORDERS", "FULFILLMENT"]
+        .iter()
+        .map(|s| {
+            (
+                format!("FAULTLINE_{s}_ADMIN_URL"),
+                format!("http://127.0.0.1:{}", support::free_port()),
+            )
+        })
+        .collect();
+    for args in [
+        &["fault", "list"][..],
+        &["fault", "clear", "--all"][..],
+        &["fault", "clear", "f-12345678"][..],
+        &["drill", "stop"][..],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(args)
+            .envs(closed.iter().map(|(k, v)| (k, v)))
+            .env("FAULTLINE_DIR", dir.path())
+            .env("FAULTLINE_ADMIN_TOKEN", "t")
+            .env("GRAFANA_URL", "http://127.0.0.1:9")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: no service could be reached at http://127.0.0.1:"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("no service has a fault"), "{stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+    }
 }
