@@ -6,7 +6,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{BatchLogProcessor, LogProcessor, SdkLogRecord, SdkLoggerProvider};
 use opentelemetry_sdk::resource::{
     EnvResourceDetector, ResourceDetector, TelemetryResourceDetector,
 };
@@ -531,9 +531,55 @@ fn logger_provider(
         )
         .build();
     Ok(SdkLoggerProvider::builder()
-        .with_log_processor(processor)
+        .with_log_processor(EventTime(processor))
         .with_resource(resource)
         .build())
+}
+
+/// Gives each log record its `Timestamp` (the time of the event, OTLP `time_unix_nano`) where
+/// the bridge left it unset, which `opentelemetry-appender-tracing` always does: a `tracing`
+/// event carries no time of its own, so the bridge sets only `ObservedTimestamp`, and back ends
+/// that read `time_unix_nano` see 0 (1970). The record is made as the event happens, so its
+/// observed time is the event's time
+/// ([log data model](https://opentelemetry.io/docs/specs/otel/logs/data-model/#field-timestamp)).
+#[derive(Debug)]
+struct EventTime<P>(P);
+
+impl<P: LogProcessor> LogProcessor for EventTime<P> {
+    fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
+        if record.timestamp().is_none() {
+            let observed = record
+                .observed_timestamp()
+                .unwrap_or_else(std::time::SystemTime::now);
+            opentelemetry::logs::LogRecord::set_timestamp(record, observed);
+        }
+        self.0.emit(record, scope);
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn shutdown(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown()
+    }
+
+    fn event_enabled(
+        &self,
+        level: opentelemetry::logs::Severity,
+        target: &str,
+        name: Option<&str>,
+    ) -> bool {
+        self.0.event_enabled(level, target, name)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
 }
 
 /// Whether an HTTP proxy variable is set (the OTLP/HTTP exporter's client, reqwest, uses

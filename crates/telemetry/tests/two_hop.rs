@@ -271,4 +271,14 @@ async fn a_request_through_two_services_is_one_trace_with_correlated_logs() {
         .find(|r| r.body == "backend serving item" && r.trace_id == INCOMING_TRACE)
         .expect("exported log record in the trace");
     assert_eq!(record.span_id, back_span.span_id);
+    // The time of the event is set (`tracing` gives the bridge only the observed time), and is
+    // inside the backend's span.
+    assert!(
+        (back_span.start_unix_nanos..=back_span.end_unix_nanos).contains(&record.time_unix_nanos),
+        "time_unix_nano {} outside the span {}..{}",
+        record.time_unix_nanos,
+        back_span.start_unix_nanos,
+        back_span.end_unix_nanos
+    );
+    assert_eq!(record.time_unix_nanos, record.observed_time_unix_nanos);
 }
