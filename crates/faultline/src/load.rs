@@ -90,7 +90,7 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
 pub(crate) fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 100_000.0 => Ok(v),
-        _ => Err("a number of requests per second between 0 and 100000, e.g. 20".into()),
+        _ => Err("a number of requests per second above 0 and at most 100000, e.g. 20".into()),
     }
 }
 
@@ -432,5 +432,15 @@ mod tests {
         assert!(parse_mix("0,0,0").is_err());
         assert!(parse_mix("1,2").is_err());
         assert!(parse_mix("a,b,c").is_err());
+    }
+
+    #[test]
+    fn a_rate_is_above_zero_and_says_so() {
+        assert_eq!(positive_rate("20"), Ok(20.0));
+        assert_eq!(positive_rate("100000"), Ok(100_000.0));
+        for bad in ["0", "-1", "100001", "NaN", "inf", "x"] {
+            let err = positive_rate(bad).unwrap_err();
+            assert!(err.contains("above 0"), "{bad}: {err}");
+        }
     }
 }
