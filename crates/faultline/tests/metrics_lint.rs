@@ -88,3 +88,36 @@ async fn every_services_metrics_pass_promtool_check_metrics() {
     }
     stack.stop().await;
 }
+
+/// The contract's counters without labels are exported at 0 from the start, so that `rate()`
+/// and `increase()` read 0 rather than "no data" before their first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_without_labels_are_exported_at_zero_from_the_start() {
+    let collector = FakeCollector::start().await;
+    let mut stack = start_stack(&collector, None, "/readyz").await;
+    let client = HttpClient::new();
+    for (service, counter) in [
+        ("gateway", "gateway_rate_limited_requests_total"),
+        ("orders", "orders_stock_conflicts_total"),
+        ("fulfillment", "fulfillment_dead_letters_total"),
+    ] {
+        let body = client
+            .get(
+                &format!("{}/metrics", stack.admin[service]),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+            .body;
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.lines().any(|l| l == format!("{counter} 0")),
+            "{service} exports `{counter} 0`:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("# TYPE {counter} counter")),
+            "{service}: {counter} is a counter"
+        );
+    }
+    stack.stop().await;
+}

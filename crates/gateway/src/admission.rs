@@ -71,6 +71,8 @@ pub(crate) fn describe_metrics() {
         RATE_LIMITED_REQUESTS,
         "Requests refused with 429 because the gateway's rate limit was exceeded."
     );
+    // Exported from the start, at 0: `rate()` reads 0, not "no data", until the first 429.
+    metrics::counter!(RATE_LIMITED_REQUESTS).increment(0);
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`): rate, then concurrency, then the

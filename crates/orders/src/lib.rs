@@ -239,6 +239,9 @@ fn describe_metrics() {
         store::STOCK_CONFLICTS,
         "Optimistic-locking conflicts while reserving stock; each rolled back a transaction."
     );
+    // Exported from the start, at 0: `rate()` and `increase()` then read 0, not "no data",
+    // until the first conflict (Prometheus' advice for counters without labels).
+    metrics::counter!(store::STOCK_CONFLICTS).increment(0);
     metrics::describe_gauge!(
         store::OUTBOX_PENDING,
         "Outbox rows (orders.placed events) not yet published to the queue."
