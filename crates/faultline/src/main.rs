@@ -54,8 +54,28 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 250ms)"))
 }
 
+/// For the verbs that print a listing and exit (`status`, `fault`, `drill`): a closed stdout
+/// (`faultline drill list | head -1`) ends the process quietly, as it does any Unix filter,
+/// instead of `println!` panicking on the broken pipe. The Rust runtime ignores SIGPIPE; this
+/// restores the default action. Not for `up`, `serve` and `load`, which run for long and must
+/// stop their way (flushing telemetry, stopping the services) whatever happens to their output.
+fn die_quietly_on_a_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called on the main thread before any other thread exists; `signal` with
+    // `SIG_DFL` installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::Fault(_) | Command::Drill(_)
+    ) {
+        die_quietly_on_a_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
