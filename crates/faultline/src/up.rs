@@ -24,6 +24,7 @@ use clap::Args;
 use servicekit::client::HttpClient;
 use servicekit::server::{CancellationToken, SignalWatch, watch_signals};
 use tokio::process::{Child, Command};
+use tracing::instrument::WithSubscriber as _;
 
 use crate::serve::Service;
 use crate::status::{admin_port, app_port, readiness};
@@ -313,8 +314,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let started = Instant::now();
+    // `up` polling for readiness is not load: with no subscriber, those calls make no CLIENT
+    // spans (refused connections, before the services listen, would be exported as errors).
+    let polls = wait_ready(&mut children, args.ready_timeout)
+        .with_subscriber(tracing::subscriber::NoSubscriber::default());
     let ready = tokio::select! {
-        r = wait_ready(&mut children, args.ready_timeout) => r,
+        r = polls => r,
         _ = stop.cancelled() => Err(anyhow::anyhow!("interrupted during start-up")),
     };
     if let Err(e) = ready {

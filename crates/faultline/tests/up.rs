@@ -77,7 +77,7 @@ struct Up {
     group: u32,
     state: std::path::PathBuf,
     log: std::path::PathBuf,
-    _collector: FakeCollector,
+    collector: FakeCollector,
     _tmp: tempfile::TempDir,
 }
 
@@ -133,7 +133,7 @@ impl Up {
                     group,
                     state,
                     log,
-                    _collector: collector,
+                    collector,
                     _tmp: tmp,
                 };
             }
@@ -197,6 +197,17 @@ async fn ctrl_c_stops_the_services_one_by_one_against_the_flow_of_an_order() {
         "faultline up exited with {status}:\n{}",
         std::fs::read_to_string(&up.log).unwrap_or_default()
     );
+
+    // `up`'s own polls for readiness are not exported as the load's CLIENT spans.
+    let polls: Vec<String> = up
+        .collector
+        .spans()
+        .iter()
+        .filter(|s| s.service_name == "faultline-load")
+        .filter_map(|s| s.attr_str("url.full"))
+        .filter(|url| url.contains("/readyz"))
+        .collect();
+    assert!(polls.is_empty(), "{polls:?}");
 
     // Each service was told by `up` (its stdin closing), not by the terminal's signal, and
     // was told only once the one before it in the stop order had exited.
