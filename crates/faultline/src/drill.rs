@@ -980,6 +980,16 @@ fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
+/// The `(service, fault id)` of the faults a running drill keeps hidden from `fault list`: the
+/// ones it set, while it is neither solved nor revealed. Empty with no drill or a damaged
+/// state file.
+pub(crate) fn hidden_faults(dir: &Path) -> Vec<(String, String)> {
+    match load_state(dir) {
+        Ok(Some(state)) if state.solved_at.is_none() && !state.revealed => state.faults,
+        _ => Vec::new(),
+    }
+}
+
 fn load_state(dir: &Path) -> anyhow::Result<Option<DrillState>> {
     let path = state_path(dir);
     match std::fs::read_to_string(&path) {

@@ -486,7 +486,7 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
             .await;
             Ok(ExitCode::SUCCESS)
         }
-        FaultCommand::List { json } => list(&api, json).await,
+        FaultCommand::List { json } => list(&api, json, &args.admin.dir).await,
         FaultCommand::Clear(clear) => {
             let services: Vec<Service> = match clear.service {
                 Some(s) => vec![s],
@@ -552,13 +552,37 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn list(api: &AdminApi, json: bool) -> anyhow::Result<ExitCode> {
+/// `fault list`: every service's active faults. While a drill runs (in `dir`), the faults it
+/// set are listed without their kind and parameters, which are its answer.
+async fn list(api: &AdminApi, json: bool, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let hidden = crate::drill::hidden_faults(dir);
+    let is_hidden = |service: Service, fault: &Value| {
+        hidden
+            .iter()
+            .any(|(s, id)| s == service.name() && fault["id"].as_str() == Some(id.as_str()))
+    };
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut out = serde_json::Map::new();
+    let mut hidden_count = 0;
     for service in Service::ALL {
         match api.list(service).await {
             Ok(faults) => {
+                let faults: Vec<Value> = faults
+                    .into_iter()
+                    .map(|f| {
+                        if is_hidden(service, &f) {
+                            hidden_count += 1;
+                            serde_json::json!({
+                                "id": f["id"],
+                                "hidden_by_drill": true,
+                                "expires_in_seconds": f["expires_in_seconds"],
+                            })
+                        } else {
+                            f
+                        }
+                    })
+                    .collect();
                 out.insert(service.name().into(), Value::Array(faults.clone()));
                 rows.extend(faults.into_iter().map(|f| (service, f)));
             }
@@ -585,14 +609,33 @@ async fn list(api: &AdminApi, json: bool) -> anyhow::Result<ExitCode> {
     );
     for (service, f) in rows {
         let left = Duration::from_secs(f["expires_in_seconds"].as_u64().unwrap_or(0));
+        let hidden = f["hidden_by_drill"] == true;
         println!(
             "{:<12} {:<11} {:<26} {:>9} {:>7}  {}",
             service.name(),
             f["id"].as_str().unwrap_or("?"),
-            f["kind"].as_str().unwrap_or("?"),
+            if hidden {
+                "(hidden: the drill's)"
+            } else {
+                f["kind"].as_str().unwrap_or("?")
+            },
             humantime::format_duration(left).to_string(),
-            f["occurrences"].as_u64().unwrap_or(0),
-            describe_params(&f)
+            if hidden {
+                "-".to_owned()
+            } else {
+                f["occurrences"].as_u64().unwrap_or(0).to_string()
+            },
+            if hidden {
+                String::new()
+            } else {
+                describe_params(&f)
+            }
+        );
+    }
+    if hidden_count > 0 {
+        println!(
+            "\n{hidden_count} fault(s) set by the running drill are hidden: find them in the \
+             telemetry (`faultline drill hint` helps), or give up with `faultline drill reveal`."
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1041,10 +1041,20 @@ async fn the_drill_state_survives_the_cli_and_answers_are_graded() {
         "the old drill's fault is gone: {faults:?}"
     );
     assert_eq!(faults["fulfillment"].len(), 1, "{faults:?}");
+    // `fault list` does not give the answer away while the drill runs.
+    let listed = lab.cli(&["fault", "list"]).await.ok().says("hidden");
+    assert!(!listed.stdout.contains("consumer_stall"), "{listed}");
+    let listed = lab.cli(&["fault", "list", "--json"]).await.ok();
+    assert!(!listed.stdout.contains("consumer_stall"), "{listed}");
     lab.cli(&["drill", "reveal"])
         .await
         .ok()
         .says("The answer: fulfillment / consumer_stall")
+        .says("queue.consumer_stall");
+    // Revealed: nothing left to hide.
+    lab.cli(&["fault", "list"])
+        .await
+        .ok()
         .says("queue.consumer_stall");
     lab.cli(&["drill", "answer", "fulfillment", "consumer_stall"])
         .await
