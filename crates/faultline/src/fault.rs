@@ -178,24 +178,58 @@ impl std::fmt::Display for Unreachable {
     }
 }
 
-/// A service that refused the admin token (401).
+/// A service that refused the admin token (401), with what to do about it (which depends on
+/// where the token came from: [`TokenSource::hint`]).
 #[derive(Debug)]
-pub struct TokenRefused(pub Service);
+pub struct TokenRefused {
+    /// The service.
+    pub service: Service,
+    /// What to do.
+    pub hint: String,
+}
 
 impl std::fmt::Display for TokenRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} refused the admin token (401): {TOKEN_HINT}",
-            self.0.name()
+            "{} refused the admin token (401): {}",
+            self.service.name(),
+            self.hint
         )
     }
 }
 
 impl std::error::Error for TokenRefused {}
 
-const TOKEN_HINT: &str =
-    "set FAULTLINE_ADMIN_TOKEN or pass --dir to the directory holding admin-token";
+/// Where [`AdminApi`]'s token came from.
+#[derive(Clone, Debug)]
+enum TokenSource {
+    /// `FAULTLINE_ADMIN_TOKEN`.
+    Env,
+    /// The `admin-token` file `faultline up` writes.
+    File(PathBuf),
+    /// Nowhere.
+    None,
+}
+
+impl TokenSource {
+    /// What to do when the services refuse the token.
+    fn hint(&self) -> String {
+        match self {
+            Self::Env => "FAULTLINE_ADMIN_TOKEN is not the services' token: unset it to use the \
+                          admin-token file of the running `faultline up` (in its --dir)"
+                .to_owned(),
+            Self::File(path) => format!(
+                "the token in {} is not the services' (an earlier lab's?): pass --dir to the \
+                 running `faultline up`'s directory, or set FAULTLINE_ADMIN_TOKEN",
+                path.display()
+            ),
+            Self::None => "no token was found: set FAULTLINE_ADMIN_TOKEN or pass --dir to the \
+                           directory holding admin-token"
+                .to_owned(),
+        }
+    }
+}
 
 /// The one error line for an operation that failed on every service it was tried on:
 /// unreachable everywhere, or the token refused everywhere, is said once; other failures are
@@ -216,7 +250,12 @@ pub fn failed_everywhere(
             urls.join(", ")
         )
     } else if all(|e| e.downcast_ref::<TokenRefused>().is_some()) {
-        format!("every service refused the admin token (401): {TOKEN_HINT}")
+        let hint = failures
+            .iter()
+            .find_map(|(_, e)| e.downcast_ref::<TokenRefused>())
+            .map(|refused| refused.hint.clone())
+            .unwrap_or_default();
+        format!("every service refused the admin token (401): {hint}")
     } else {
         let mut messages: Vec<String> = Vec::new();
         for (_, e) in failures {
@@ -239,22 +278,48 @@ pub struct AdminApi {
     client: HttpClient,
     host: String,
     token: Option<String>,
+    token_source: TokenSource,
 }
 
 impl AdminApi {
     /// Finds the token (`FAULTLINE_ADMIN_TOKEN`, else `<dir>/admin-token`, else none).
     pub fn new(args: &AdminArgs) -> Self {
-        let token = servicekit::env::admin_token().or_else(|| {
-            std::fs::read_to_string(args.dir.join("admin-token"))
+        let file = args.dir.join("admin-token");
+        let (token, token_source) = match servicekit::env::admin_token() {
+            Some(token) => (Some(token), TokenSource::Env),
+            None => match std::fs::read_to_string(&file)
                 .ok()
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
-        });
+            {
+                Some(token) => (Some(token), TokenSource::File(file)),
+                None => (None, TokenSource::None),
+            },
+        };
         Self {
             client: HttpClient::new(),
             host: args.host.clone(),
             token,
+            token_source,
         }
+    }
+
+    /// The JSON body when the status is `expected`, else an error carrying the problem's
+    /// detail ([`TokenRefused`] for a 401).
+    fn ok_json(
+        &self,
+        service: Service,
+        r: &HttpResponse,
+        expected: StatusCode,
+    ) -> anyhow::Result<Value> {
+        if r.status == StatusCode::UNAUTHORIZED {
+            return Err(TokenRefused {
+                service,
+                hint: self.token_source.hint(),
+            }
+            .into());
+        }
+        ok_json(service, r, expected)
     }
 
     /// The admin base URL of `service`.
@@ -308,7 +373,7 @@ impl AdminApi {
         let r = self
             .call(Method::PUT, service, "/admin/faults", Some(spec))
             .await?;
-        ok_json(service, &r, StatusCode::CREATED)
+        self.ok_json(service, &r, StatusCode::CREATED)
     }
 
     /// The active faults of `service`.
@@ -319,7 +384,7 @@ impl AdminApi {
         let r = self
             .call(Method::GET, service, "/admin/faults", None)
             .await?;
-        let body = ok_json(service, &r, StatusCode::OK)?;
+        let body = self.ok_json(service, &r, StatusCode::OK)?;
         Ok(body["faults"].as_array().cloned().unwrap_or_default())
     }
 
@@ -331,7 +396,7 @@ impl AdminApi {
         let r = self
             .call(Method::DELETE, service, "/admin/faults", None)
             .await?;
-        Ok(ok_json(service, &r, StatusCode::OK)?["cleared"]
+        Ok(self.ok_json(service, &r, StatusCode::OK)?["cleared"]
             .as_u64()
             .unwrap_or(0))
     }
@@ -347,7 +412,9 @@ impl AdminApi {
         if r.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(Some(ok_json(service, &r, StatusCode::OK)?["fault"].clone()))
+        Ok(Some(
+            self.ok_json(service, &r, StatusCode::OK)?["fault"].clone(),
+        ))
     }
 }
 
@@ -367,9 +434,6 @@ fn ok_json(service: Service, r: &HttpResponse, expected: StatusCode) -> anyhow::
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
-    if r.status == StatusCode::UNAUTHORIZED {
-        return Err(TokenRefused(service).into());
-    }
     bail!("{} answered {}: {detail}", service.name(), r.status)
 }
 

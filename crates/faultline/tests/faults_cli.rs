@@ -194,13 +194,33 @@ async fn the_token_and_invalid_specs_are_enforced() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("no token was found"), "{stderr}");
     let out = stack
         .cli_with(
             &["fault", "set", "orders", "http.error"],
             &[("FAULTLINE_ADMIN_TOKEN", "wrong")],
         )
         .await;
-    assert!(text(&out).1.contains("401"), "{:?}", text(&out));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("401"), "{stderr}");
+    // The variable was set, only wrong: the message says so rather than "set it".
+    assert!(
+        stderr.contains("FAULTLINE_ADMIN_TOKEN is not the services' token"),
+        "{stderr}"
+    );
+    // A stale token file (an earlier lab's) is named.
+    std::fs::write(stack.dir.path().join("admin-token"), "stale").unwrap();
+    let out = stack
+        .cli_with(
+            &["fault", "set", "orders", "http.error"],
+            &[("FAULTLINE_ADMIN_TOKEN", "")],
+        )
+        .await;
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("admin-token is not the services'"),
+        "{stderr}"
+    );
 
     // Refused by every service: one line that says so, once.
     for args in [
