@@ -9,7 +9,8 @@
 #        decoding unless RECEIVER_DECODE=full (bench/lib.sh);
 #        A_NAME/B_NAME name the builds in the report, e.g. their commits;
 #        A_ENV/B_ENV add settings to one side, e.g. B_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64",
-#        to compare two settings of one build: bench/ab.sh BIN BIN)
+#        to compare two settings of one build: bench/ab.sh BIN BIN; ROUTE=work needs
+#        WORK_ITERATIONS, default 1000 ≈ 3 µs: `overhead-server calibrate --target 200us`)
 #
 # Build the two binaries first, e.g. A from a commit (in a worktree, with a target dir of its
 # own: sharing one lets cargo hand this tree A's binary as "fresh") and B from this tree:
@@ -28,8 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 case "${1:-}" in
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-    "") sed -n '2,26p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    "") sed -n '2,27p' "$0" >&2; exit 2 ;;
 esac
 [ $# = 2 ] || { echo "usage: bench/ab.sh A_BINARY B_BINARY" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")

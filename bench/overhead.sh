@@ -523,7 +523,7 @@ mb() { awk -v k="$1" 'BEGIN {if (k == "nan") print "nan"; else printf "%.1f", k 
         b=$(med outage-up instrumented "$OUTAGE_ROUTE" achieved_rps); i=$(med outage-down instrumented "$OUTAGE_ROUTE" achieved_rps); r=$(ratio "$i" "$b")
         echo "| throughput at 50 % (req/s) | $(fmt "$b" 1) | $(fmt "$i" 1) | $r | ≥ 0.98 $(verdict "$r" ">=" 0.98) |"
         b=$(med outage-up instrumented "$OUTAGE_ROUTE" sat_rps); i=$(med outage-down instrumented "$OUTAGE_ROUTE" sat_rps); r=$(ratio "$i" "$b")
-        echo "| saturated requests/s afterwards | $(fmt "$b") | $(fmt "$i") | $r | ≥ 0.98 $(verdict "$r" ">=" 0.98) |"
+        echo "| saturated requests/s afterwards | $(fmt "$b") | $(fmt "$i") | $r | not a target: saturated, both export queues fill, and with nothing to send to, most spans are dropped unconverted (the SDK counters below), so the collector-down server does less work per request |"
         b=$(med outage-up instrumented "$OUTAGE_ROUTE" p50_us); i=$(med outage-down instrumented "$OUTAGE_ROUTE" p50_us)
         echo "| p50 at 50 % | $(fmt "$b") µs | $(fmt "$i") µs | $(ratio "$i" "$b") | |"
         b=$(med outage-up instrumented "$OUTAGE_ROUTE" p99_us); i=$(med outage-down instrumented "$OUTAGE_ROUTE" p99_us)

@@ -475,7 +475,8 @@ fn print_banner(dir: &Path, took: Duration, args: &UpArgs, otlp: &Otlp) {
     };
     println!("All services ready in {:.1} s.\n", took.as_secs_f64());
     println!("  {:<12} {:<24} {:<32} logs", "service", "API", "metrics");
-    for service in Service::ALL {
+    // Along the flow of an order, as the README shows it.
+    for service in [Service::Gateway, Service::Orders, Service::Fulfillment] {
         let port = app_port(service);
         println!(
             "  {:<12} {:<24} {:<32} {}",
