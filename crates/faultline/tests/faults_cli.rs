@@ -17,6 +17,14 @@ fn text(out: &std::process::Output) -> (String, String) {
     )
 }
 
+/// A run's stdout and stderr, once checked that it exited 1 with one line on stderr.
+fn failed_in_one_line(args: &[&str], out: &std::process::Output) -> (String, String) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    (stdout, stderr)
+}
+
 async fn metrics(admin: &str) -> String {
     let r = HttpClient::new()
         .get(&format!("{admin}/metrics"), Duration::from_secs(5))
@@ -231,9 +239,7 @@ async fn the_token_and_invalid_specs_are_enforced() {
         let out = stack
             .cli_with(args, &[("FAULTLINE_ADMIN_TOKEN", "wrong")])
             .await;
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let (stdout, stderr) = failed_in_one_line(args, &out);
         assert!(
             stderr.contains("every service refused the admin token (401)"),
             "{args:?}: {stderr}"
@@ -539,9 +545,7 @@ async fn with_no_service_running_each_admin_verb_fails_in_one_line() {
             .output()
             .await
             .unwrap();
-        let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let (stdout, stderr) = failed_in_one_line(args, &out);
         assert!(
             stderr.starts_with("error: no service could be reached at http://127.0.0.1:"),
             "{args:?}: {stderr}"
