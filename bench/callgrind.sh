@@ -9,7 +9,9 @@
 # it is the before/after figure for a change in crates/telemetry. Threads are counted apart
 # (--separate-threads): the instructions on telemetry's background threads (`otel-export`, the
 # SDK's batch processors and `log-flush`, off the service's runtime) are reported separately
-# from those on the service's own threads (the request path).
+# from those on the service's own threads (the request path). It also reports the libraries'
+# own share (a lower bound: the SDK's export threads, and the calls into tracing-opentelemetry
+# and the OTLP log bridge) and, on /trivial and /work, the budget the throughput target leaves.
 #
 # Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
 # Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out.*-NN files
@@ -23,7 +25,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -79,25 +81,62 @@ run() {
     wait "$pid" || true
     # "<all threads> <background threads>": a thread is telemetry's background thread when its
     # busiest function is the export runtime's loop, an SDK batch processor's or the log flush.
-    local all=0 export=0 part ir
+    # Of those, the export runtime and the batch processors run library code only (the SDK's
+    # conversion to OTLP, prost, tonic); the log flush is ours. On the other threads, the
+    # libraries' own share is what their entry points cost (library_calls).
+    local all=0 export=0 lib_bg=0 lib_req=0 part ir top
     for part in "$file"-*; do
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
-        if callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p |
-            grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor|log_writer::"; then
+        top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p || true)
+        if grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor" <<<"$top"; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir))
+        elif grep -qE "log_writer::" <<<"$top"; then
             export=$((export + ir))
+        else
+            lib_req=$((lib_req + $(library_calls "$part")))
         fi
     done
-    RUN_IR=$all RUN_BACKGROUND=$export
+    RUN_IR=$all RUN_BACKGROUND=$export RUN_LIB_BG=$lib_bg RUN_LIB_REQ=$lib_req
 }
 
-declare -A IR EXPORT
+# library_calls FILE: the instructions (inclusive) one thread spent in the calls that
+# tracing-opentelemetry and the OTLP log bridge receive from `tracing` (creating, entering,
+# leaving and closing a span; an event), and in `OpenTelemetrySpanExt` (the span's context,
+# which starts the SDK span, its parent, an attribute), less this repository's span processor
+# wrapper inside them: a lower bound of what those libraries cost, since `tracing`'s own
+# dispatch and registry are left out.
+library_calls() {
+    callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null | awk '
+        /^ *[0-9,]+ \(/ {
+            v = $1; gsub(/,/, "", v)
+            name = $0
+            sub(/^ *[0-9,]+ \( *[0-9.]+%\) +[^:]*:/, "", name)
+            sub(/ \[[^]]*\]$/, "", name)
+            if (name ~ /OpenTelemetryLayer<S,T> as tracing_subscriber::layer::Layer<S>>::on_[a-z_]+$/ ||
+                name ~ /OpenTelemetryTracingBridge<P,L> as tracing_subscriber::layer::Layer<S>>::on_event$/) {
+                lib += v
+            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_(start|end)$/) {
+                ours += v
+            } else if (name ~ /OpenTelemetrySpanExt>::[a-z_]+(::\{\{closure\}\})*$/) {
+                # A method inlined into its caller shows as its closures: count the outermost.
+                m = name; sub(/.*OpenTelemetrySpanExt>::/, "", m)
+                method = m; sub(/::.*/, "", method)
+                depth = gsub(/\{\{closure\}\}/, "", m)
+                if (!(method in best) || depth < bestdepth[method]) { best[method] = v; bestdepth[method] = depth }
+            }
+        }
+        END { for (k in best) lib += best[k]; printf "%d\n", lib - ours }'
+}
+
+declare -A IR EXPORT LIB_BG LIB_REQ
 for mode in bare instrumented; do
     for n in $N1 $N2; do
         log "callgrind: $mode, $n requests of /$ROUTE"
         run "$mode" "$n"
         [ -n "$RUN_IR" ] && [ "$RUN_IR" -gt 0 ] || die "no instruction count for $mode, $n requests"
-        IR[$mode-$n]=$RUN_IR EXPORT[$mode-$n]=$RUN_BACKGROUND
+        # shellcheck disable=SC2034 # read through per_count's nameref
+        IR[$mode-$n]=$RUN_IR EXPORT[$mode-$n]=$RUN_BACKGROUND LIB_BG[$mode-$n]=$RUN_LIB_BG LIB_REQ[$mode-$n]=$RUN_LIB_REQ
     done
 done
 # Did the instrumented runs' spans reach the receiver? (A run that stopped exporting would
@@ -105,11 +144,23 @@ done
 SPANS=$(collector_spans || echo 0)
 kill -TERM "$COLLECTOR_PID" 2>/dev/null || true
 
-per() { awk -v a="${IR[$1-$N1]}" -v b="${IR[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
-per_export() { awk -v a="${EXPORT[$1-$N1]}" -v b="${EXPORT[$1-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'; }
-BARE=$(per bare)
-INSTR=$(per instrumented)
-INSTR_EXPORT=$(per_export instrumented)
+# per_count ARRAY MODE: that count's per-request difference between the two runs.
+per_count() {
+    local -n counts=$1
+    awk -v a="${counts[$2-$N1]}" -v b="${counts[$2-$N2]}" -v n1="$N1" -v n2="$N2" 'BEGIN {printf "%.0f", (b - a) / (n2 - n1)}'
+}
+BARE=$(per_count IR bare)
+INSTR=$(per_count IR instrumented)
+INSTR_EXPORT=$(per_count EXPORT instrumented)
+INSTR_LIB_BG=$(per_count LIB_BG instrumented)
+INSTR_LIB_REQ=$(per_count LIB_REQ instrumented)
+INSTR_LIB=$((INSTR_LIB_BG + INSTR_LIB_REQ))
+# The issue's saturated-throughput target for this route (instrumented ÷ bare), if it has one.
+case $ROUTE in
+    trivial) TARGET=0.90 ;;
+    work) TARGET=0.97 ;;
+    *) TARGET= ;;
+esac
 REPORT=$ROOT/bench/results/callgrind-$STAMP.md
 {
     echo "### Instructions per request (callgrind)"
@@ -128,6 +179,18 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors and \`log-flush\`, off the service's runtime)."
     echo
     echo "Spans the OTLP receiver got from the two instrumented runs: $SPANS for $((N1 + N2)) requests$(awk -v s="$SPANS" -v n=$((N1 + N2)) 'BEGIN {if (s < 0.99 * n) print " — **fewer than one per request: export did not keep up or failed, so the instrumented count is too low**"; else print " (one per request)"}')."
+    echo
+    echo "The libraries' own share of it, at least: **$INSTR_LIB** per request. $INSTR_LIB_BG on the SDK's batch processors and the gRPC export runtime (turning spans and log records into OTLP protobuf, encoding and sending them: library code only) and $INSTR_LIB_REQ on the request path, in the calls that tracing-opentelemetry and the OTLP log bridge receive (creating, entering, leaving and closing the span, starting the SDK span, the log event; \`tracing\`'s own dispatch and registry not counted)."
+    if [ -n "$TARGET" ]; then
+        BUDGET=$(awk -v b="$BARE" -v t="$TARGET" 'BEGIN {printf "%.0f", b * (1 / t - 1)}')
+        echo
+        echo -n "Saturated throughput ≥ $TARGET × bare's on GET /$ROUTE (the performance issue's target) allows telemetry at most **$BUDGET** instructions per request (bare's $BARE × (1/$TARGET − 1), if throughput goes as instructions per request): "
+        if [ "$INSTR_LIB" -gt "$BUDGET" ]; then
+            echo "the libraries' share alone is $(awk -v l="$INSTR_LIB" -v b="$BUDGET" 'BEGIN {printf "%.1f", l / b}') times that."
+        else
+            echo "the libraries' share leaves $((BUDGET - INSTR_LIB)) for everything else; telemetry used $((INSTR - BARE))."
+        fi
+    fi
     if command -v callgrind_annotate >/dev/null; then
         echo
         echo "Top functions (inclusive) of the instrumented run with $N2 requests, on its busiest thread (the runtime worker):"
