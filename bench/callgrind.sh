@@ -103,9 +103,9 @@ run() {
 # library_calls FILE: the instructions (inclusive) one thread spent in the calls that
 # tracing-opentelemetry and the OTLP log bridge receive from `tracing` (creating, entering,
 # leaving and closing a span; an event), and in `OpenTelemetrySpanExt` (the span's context,
-# which starts the SDK span, its parent, an attribute), less this repository's span processor
-# wrapper inside them: a lower bound of what those libraries cost, since `tracing`'s own
-# dispatch and registry are left out.
+# which starts the SDK span, its parent, an attribute), less this repository's span and log
+# processor wrappers inside them (with the SDK's batch processors they call): a lower bound of
+# what those libraries cost, since `tracing`'s own dispatch and registry are left out.
 library_calls() {
     callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null | awk '
         /^ *[0-9,]+ \(/ {
@@ -116,7 +116,8 @@ library_calls() {
             if (name ~ /OpenTelemetryLayer<S,T> as tracing_subscriber::layer::Layer<S>>::on_[a-z_]+$/ ||
                 name ~ /OpenTelemetryTracingBridge<P,L> as tracing_subscriber::layer::Layer<S>>::on_event$/) {
                 lib += v
-            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_(start|end)$/) {
+            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_(start|end)$/ ||
+                       name ~ /EventTime<P> as opentelemetry_sdk::logs::log_processor::LogProcessor>::emit$/) {
                 ours += v
             } else if (name ~ /OpenTelemetrySpanExt>::[a-z_]+(::\{\{closure\}\})*$/) {
                 # A method inlined into its caller shows as its closures: count the outermost.
