@@ -80,22 +80,31 @@ run() {
     kill -TERM "$pid"
     wait "$pid" || true
     # "<all threads> <background threads>": a thread is telemetry's background thread when its
-    # busiest function is the export runtime's loop, an SDK batch processor's or the log flush.
+    # busiest functions are the export runtime's, an SDK batch processor's, the log flush's or
+    # the Prometheus recorder's upkeep.
     # Of those, the export runtime and the batch processors run library code only (the SDK's
     # conversion to OTLP, prost, tonic); the log flush is ours. On the other threads, the
     # libraries' own share is what their entry points cost (library_calls).
-    local all=0 export=0 lib_bg=0 lib_req=0 part ir top
+    local all=0 export=0 lib_bg=0 lib_req=0 part ir top calls kind
     for part in "$file"-*; do
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
-        top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,8p || true)
-        if grep -qE "export_thread::ExportRuntime|current_thread::CoreGuard::block_on|BatchSpanProcessor|batch_log_processor" <<<"$top"; then
-            export=$((export + ir)) lib_bg=$((lib_bg + ir))
+        top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,16p || true)
+        # The export runtime: a current-thread tokio runtime busy with the OTLP client (tonic's
+        # HTTP/2 connection task; for OTLP/HTTP, reqwest's blocking client thread).
+        if grep -qE "BatchSpanProcessor|batch_log_processor" <<<"$top" ||
+            { grep -q "current_thread::CoreGuard::block_on" <<<"$top" &&
+                grep -qE "h2::client::ClientTask|tonic::|reqwest::" <<<"$top"; }; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="export (library code)"
         elif grep -qE "log_writer::" <<<"$top"; then
-            export=$((export + ir))
+            export=$((export + ir)) kind="log flush"
+        elif grep -qE "metrics_exporter_prometheus|run_upkeep" <<<"$top"; then
+            export=$((export + ir)) kind="metrics upkeep"
         else
-            lib_req=$((lib_req + $(library_calls "$part")))
+            calls=$(library_calls "$part") || die "cannot tell the libraries' share in $part (see above)"
+            lib_req=$((lib_req + calls)) kind="service"
         fi
+        THREADS[$mode-$n-${part##*-}]="$ir|$kind"
     done
     RUN_IR=$all RUN_BACKGROUND=$export RUN_LIB_BG=$lib_bg RUN_LIB_REQ=$lib_req
 }
@@ -108,6 +117,7 @@ run() {
 # what those libraries cost, since `tracing`'s own dispatch and registry are left out.
 library_calls() {
     callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null | awk '
+        /PROGRAM TOTALS/ { total = $1; gsub(/,/, "", total); next }
         /^ *[0-9,]+ \(/ {
             v = $1; gsub(/,/, "", v)
             name = $0
@@ -116,9 +126,15 @@ library_calls() {
             if (name ~ /OpenTelemetryLayer<S,T> as tracing_subscriber::layer::Layer<S>>::on_[a-z_]+$/ ||
                 name ~ /OpenTelemetryTracingBridge<P,L> as tracing_subscriber::layer::Layer<S>>::on_event$/) {
                 lib += v
+                if (v + 0 > total + 0) inflated = inflated " " name
+                if (name ~ /::on_close$/) need_end = 1
+                if (name ~ /OpenTelemetryTracingBridge/) need_emit = 1
             } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_(start|end)$/ ||
-                       name ~ /EventTime<P> as opentelemetry_sdk::logs::log_processor::LogProcessor>::emit$/) {
+                       name ~ /EventTime<P> as opentelemetry_sdk::logs::log_processor::LogProcessor>::(emit|event_enabled)$/ ||
+                       name ~ /KeepRandomFlag as opentelemetry_sdk::trace::sampler::ShouldSample>::should_sample$/) {
                 ours += v
+                if (name ~ /::on_end$/) have_end = 1
+                if (name ~ /::emit$/) have_emit = 1
             } else if (name ~ /OpenTelemetrySpanExt>::[a-z_]+(::\{\{closure\}\})*$/) {
                 # A method inlined into its caller shows as its closures: count the outermost.
                 m = name; sub(/.*OpenTelemetrySpanExt>::/, "", m)
@@ -127,10 +143,20 @@ library_calls() {
                 if (!(method in best) || depth < bestdepth[method]) { best[method] = v; bestdepth[method] = depth }
             }
         }
-        END { for (k in best) lib += best[k]; printf "%d\n", lib - ours }'
+        END {
+            # A wrapper of ours not found by name would be counted as library code; a count
+            # above the thread total means a counted function nested in itself. Either would
+            # raise the bound, so stop instead.
+            if ((need_end && !have_end) || (need_emit && !have_emit) || inflated != "") {
+                print "library_calls: a wrapper of ours was not found by name, or a count exceeds the thread total:" inflated > "/dev/stderr"
+                exit 1
+            }
+            for (k in best) lib += best[k]
+            printf "%d\n", lib - ours
+        }'
 }
 
-declare -A IR EXPORT LIB_BG LIB_REQ
+declare -A IR EXPORT LIB_BG LIB_REQ THREADS
 for mode in bare instrumented; do
     for n in $N1 $N2; do
         log "callgrind: $mode, $n requests of /$ROUTE"
@@ -166,8 +192,8 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
 {
     echo "### Instructions per request (callgrind)"
     echo
-    echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead || echo ', telemetry/overhead modified')):"
-    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)}, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead bench/callgrind.sh bench/lib.sh || echo ', with uncommitted changes to telemetry, overhead or the bench scripts')):"
+    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)} at $RATE requests/s, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
     echo "Machine: $(machine_line).$(extra_env_note)"
     echo
     echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
@@ -177,15 +203,26 @@ REPORT=$ROOT/bench/results/callgrind-$STAMP.md
     echo
     echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
     echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
-    echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors and \`log-flush\`, off the service's runtime)."
+    echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors, \`log-flush\` and the Prometheus recorder's upkeep, off the service's runtime)."
     echo
     echo "Spans the OTLP receiver got from the two instrumented runs: $SPANS for $((N1 + N2)) requests$(awk -v s="$SPANS" -v n=$((N1 + N2)) 'BEGIN {if (s < 0.99 * n) print " — **fewer than one per request: export did not keep up or failed, so the instrumented count is too low**"; else print " (one per request)"}')."
     echo
-    echo "The libraries' own share of it, at least: **$INSTR_LIB** per request. $INSTR_LIB_BG on the SDK's batch processors and the gRPC export runtime (turning spans and log records into OTLP protobuf, encoding and sending them: library code only) and $INSTR_LIB_REQ on the request path, in the calls that tracing-opentelemetry and the OTLP log bridge receive (creating, entering, leaving and closing the span, starting the SDK span, the log event; \`tracing\`'s own dispatch and registry not counted)."
+    echo "Threads of the instrumented runs (callgrind numbers them in the order they started):"
+    echo
+    echo "| thread | kind | Ir, $N1 requests | Ir, $N2 requests | per request |"
+    echo "|---|---|---|---|---|"
+    for key in $(printf '%s\n' "${!THREADS[@]}" | grep "^instrumented-$N2-" | sort); do
+        nn=${key##*-}
+        IFS='|' read -r ir2 kind <<<"${THREADS[$key]}"
+        IFS='|' read -r ir1 _ <<<"${THREADS[instrumented-$N1-$nn]:-0|}"
+        echo "| $nn | $kind | $ir1 | $ir2 | $(awk -v a="$ir1" -v b="$ir2" -v n=$((N2 - N1)) 'BEGIN {printf "%.0f", (b - a) / n}') |"
+    done
+    echo
+    echo "The libraries' own share of it, at least: **$INSTR_LIB** per request. $INSTR_LIB_BG on the SDK's batch processors and the export runtime (turning spans and log records into OTLP protobuf, encoding and sending them; library code but for two thin exporter wrappers of ours, whose bookkeeping is per batch) and $INSTR_LIB_REQ on the request path, in the calls that tracing-opentelemetry and the OTLP log bridge receive (creating, entering, leaving and closing the span, starting the SDK span, the log event; less our span and log processor wrappers and sampler inside them; \`tracing\`'s own dispatch and registry not counted)."
     if [ -n "$TARGET" ]; then
         BUDGET=$(awk -v b="$BARE" -v t="$TARGET" 'BEGIN {printf "%.0f", b * (1 / t - 1)}')
         echo
-        echo -n "Saturated throughput ≥ $TARGET × bare's on GET /$ROUTE (the performance issue's target) allows telemetry at most **$BUDGET** instructions per request (bare's $BARE × (1/$TARGET − 1), if throughput goes as instructions per request): "
+        echo -n "Saturated throughput ≥ $TARGET × bare's on GET /$ROUTE (the performance issue's target) allows telemetry at most **$BUDGET** instructions per request (bare's $BARE × (1/$TARGET − 1), if throughput went as user-space instructions per request; the kernel's work and the instructions' different speeds are not in it, see bench/README.md): "
         if [ "$INSTR_LIB" -gt "$BUDGET" ]; then
             echo "the libraries' share alone is $(awk -v l="$INSTR_LIB" -v b="$BUDGET" 'BEGIN {printf "%.1f", l / b}') times that."
         else
