@@ -15,9 +15,9 @@
 # Build the two binaries first, e.g. A from a commit (in a worktree, with a target dir of its
 # own: sharing one lets cargo hand this tree A's binary as "fresh") and B from this tree:
 #   git worktree add /tmp/base <commit>
-#   (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release -p overhead)
+#   (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release -p overhead -p faultline)
 #   cp /tmp/base-target/release/overhead-server /tmp/A
-#   cargo build --release -p overhead && cp "${CARGO_TARGET_DIR:-target}"/release/overhead-server /tmp/B
+#   cargo build --release -p overhead -p faultline && cp "${CARGO_TARGET_DIR:-target}"/release/overhead-server /tmp/B
 #   bench/ab.sh /tmp/A /tmp/B    (overhead-load and overhead-collector: from this tree's build)
 #
 # Per round, A and B alternate (odd rounds A first), each on a fresh server with a live OTLP
@@ -51,7 +51,7 @@ CLK_TCK=$(getconf CLK_TCK)
 OUT=$(mktemp -d)
 for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 for b in "$A" "$B" "$BIN/overhead-collector" "$BIN/overhead-load"; do
-    [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead)"
+    [ -x "$b" ] || die "$b is not an executable (cargo build --release -p overhead -p faultline)"
 done
 
 PIDS=()

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # bench/callgrind.sh — instructions per request, bare vs instrumented, under callgrind.
 #
-# Runs overhead-server (bare, then instrumented with a live OTLP receiver) under
-# `valgrind --tool=callgrind` twice, serving N1 and then N2 requests of ROUTE at RATE requests/s
-# (open loop, overhead-load), and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the instructions one
-# request costs the whole server process (all threads: runtime, exporters, upkeep). Counting
-# starts once the server is ready (start-up is left out) and shut-down cancels out. Unlike wall-clock figures this is repeatable on a busy machine, so
-# it is the before/after figure for a change in crates/telemetry. Threads are counted apart
-# (--separate-threads): the instructions on telemetry's background threads (`otel-export`, the
-# SDK's batch processors and `log-flush`, off the service's runtime) are reported separately
-# from those on the service's own threads (the request path). It also reports the libraries'
-# own share (a lower bound: the SDK's export threads, and the calls into tracing-opentelemetry
-# and the OTLP log bridge) and, on /trivial and /work, the budget the throughput target leaves.
+# Runs overhead-server under `valgrind --tool=callgrind` four times: bare, then instrumented
+# (exporting to a live OTLP receiver), each serving N1 and then N2 requests of GET /ROUTE at
+# RATE requests/s (open loop), and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the instructions one
+# request costs the whole server process. Counting starts once the server answers (start-up is
+# left out) and shut-down cancels out. Unlike wall-clock figures this is repeatable on a busy
+# machine: the before/after figure for a change in crates/telemetry.
 #
-# Usage: bench/callgrind.sh [--no-build] [--keep]      (ROUTE=trivial N1=500 N2=1500 RATE=100)
-# Writes bench/results/callgrind-<UTC stamp>.md and, with --keep, the callgrind.out.*-NN files
-# (one per thread; open them with callgrind_annotate or kcachegrind).
+# The report splits telemetry's cost by thread (the service's own, the SDK's batch processors,
+# otel-export, log-flush, the metrics upkeep), gives the libraries' own share of it (a lower
+# bound; bench/README.md says what it counts) and, on /trivial and /work, the budget the
+# performance issue's throughput target leaves telemetry.
+#
+# Usage: bench/callgrind.sh [--no-build] [--keep]
+#   --no-build  use the binaries in target/release as they are (else: build_release in lib.sh,
+#               cargo build --release --locked -p overhead -p faultline)
+#   --keep      keep the callgrind.out.*-NN files (one per thread; callgrind_annotate)
+# Settings (environment):
+#   ROUTE=trivial|work  N1=500  N2=1500 (N2 > N1)  RATE=100
+#   WORK_ITERATIONS=1000  GET /work's loop; for the ~200 µs route of the issue, take it from
+#                         `taskset -c 1 target/release/overhead-server calibrate --target 200us`
+#   SERVER_ARGS (e.g. --no-request-log)  SERVER_EXTRA_ENV (e.g. OTEL_BSP_SCHEDULE_DELAY=60000)
+#   OTLP_PROTOCOL=grpc|http/protobuf  CARGO_TARGET_DIR  *_PORT (bench/lib.sh)
+# Writes bench/results/callgrind-<UTC stamp>.md. /trivial takes ~45 s, /work ~1 min at RATE=50.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,7 +33,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -33,26 +41,33 @@ ROUTE=${ROUTE:-trivial}
 N1=${N1:-500}
 N2=${N2:-1500}
 RATE=${RATE:-100}
-WORK_ITERATIONS=${WORK_ITERATIONS:-1000}  # GET /work: kept small, it is the same in both modes
+# GET /work's loop: small by default (the same in both modes). Set but empty (a calibration
+# that failed) is an error, not the default.
+WORK_ITERATIONS=${WORK_ITERATIONS-1000}
 SERVER_ARGS=${SERVER_ARGS:-}                # e.g. --no-request-log
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+case $ROUTE in
+    trivial|work) ;;
+    *) die "ROUTE must be trivial or work, not '$ROUTE'" ;;
+esac
+for v in N1 N2 RATE WORK_ITERATIONS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, not '${!v}'"
+done
+[ "$N2" -gt "$N1" ] || die "N2 ($N2) must be larger than N1 ($N1): the figure is (Ir(N2) - Ir(N1)) / (N2 - N1)"
+command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
+command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
+require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=$ROOT/bench/results/callgrind-$STAMP
 mkdir -p "$OUT"
 
-command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
-command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
-
-if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p overhead"
-    cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
-fi
+[ "$BUILD" = 0 ] || build_release "$OUT/build.log"
+[ -x "$BIN/overhead-server" ] || die "$BIN/overhead-server is missing (run without --no-build)"
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
 
-require_free_ports "$APP_PORT" "$ADMIN_PORT" "$GRPC_PORT" "$STATS_PORT"
 start_collector "$OUT/collector.out"
 
 # run MODE N: sets RUN_IR and RUN_BACKGROUND, the instructions (Ir) of the whole server process
@@ -92,17 +107,20 @@ run() {
         top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,16p || true)
         # The export runtime: a current-thread tokio runtime busy with the OTLP client (tonic's
         # HTTP/2 connection task; for OTLP/HTTP, reqwest's blocking client thread).
-        if grep -qE "BatchSpanProcessor|batch_log_processor" <<<"$top" ||
-            { grep -q "current_thread::CoreGuard::block_on" <<<"$top" &&
-                grep -qE "h2::client::ClientTask|tonic::|reqwest::" <<<"$top"; }; then
-            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="export (library code)"
+        if grep -qE "BatchSpanProcessor" <<<"$top"; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="SDK batch span processor"
+        elif grep -qE "batch_log_processor" <<<"$top"; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="SDK batch log processor"
+        elif grep -q "current_thread::CoreGuard::block_on" <<<"$top" &&
+            grep -qE "h2::client::ClientTask|tonic::|reqwest::" <<<"$top"; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="otel-export (OTLP client)"
         elif grep -qE "log_writer::" <<<"$top"; then
             export=$((export + ir)) kind="log flush"
         elif grep -qE "metrics_exporter_prometheus|run_upkeep" <<<"$top"; then
             export=$((export + ir)) kind="metrics upkeep"
         else
             calls=$(library_calls "$part") || die "cannot tell the libraries' share in $part (see above)"
-            lib_req=$((lib_req + calls)) kind="service"
+            lib_req=$((lib_req + calls)) kind="service (main, runtime, other)"
         fi
         THREADS[$mode-$n-${part##*-}]="$ir|$kind"
     done
@@ -129,12 +147,13 @@ library_calls() {
                 if (v + 0 > total + 0) inflated = inflated " " name
                 if (name ~ /::on_close$/) need_end = 1
                 if (name ~ /OpenTelemetryTracingBridge/) need_emit = 1
-            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_(start|end)$/ ||
-                       name ~ /EventTime<P> as opentelemetry_sdk::logs::log_processor::LogProcessor>::(emit|event_enabled)$/ ||
+            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end$/) {
+                end_wrapper = v
+            } else if (name ~ /EventTime<P> as opentelemetry_sdk::logs::log_processor::LogProcessor>::(emit|event_enabled)$/) {
+                log_wrapper += v
+            } else if (name ~ /BoundedSpanProcessor<P> as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_start$/ ||
                        name ~ /KeepRandomFlag as opentelemetry_sdk::trace::sampler::ShouldSample>::should_sample$/) {
-                ours += v
-                if (name ~ /::on_end$/) have_end = 1
-                if (name ~ /::emit$/) have_emit = 1
+                start_wrapper += v
             } else if (name ~ /OpenTelemetrySpanExt>::[a-z_]+(::\{\{closure\}\})*$/) {
                 # A method inlined into its caller shows as its closures: count the outermost.
                 m = name; sub(/.*OpenTelemetrySpanExt>::/, "", m)
@@ -144,14 +163,18 @@ library_calls() {
             }
         }
         END {
-            # A wrapper of ours not found by name would be counted as library code; a count
-            # above the thread total means a counted function nested in itself. Either would
-            # raise the bound, so stop instead.
-            if ((need_end && !have_end) || (need_emit && !have_emit) || inflated != "") {
+            # Our wrappers run inside library calls: the span processor inside on_close, the log
+            # processor inside the bridge, the sampler and on_start inside the span context.
+            # Subtract each only if the call around it was counted (the compiler may inline a
+            # call into its caller, which then hides it); a wrapper counted without its caller
+            # would lower the bound, a caller counted without its wrapper (renamed) would raise
+            # it, so that stops the script.
+            if ((need_end && !end_wrapper) || (need_emit && !log_wrapper) || inflated != "") {
                 print "library_calls: a wrapper of ours was not found by name, or a count exceeds the thread total:" inflated > "/dev/stderr"
                 exit 1
             }
             for (k in best) lib += best[k]
+            ours = (need_end ? end_wrapper : 0) + (need_emit ? log_wrapper : 0) + ("context" in best ? start_wrapper : 0)
             printf "%d\n", lib - ours
         }'
 }
@@ -189,45 +212,53 @@ case $ROUTE in
     *) TARGET= ;;
 esac
 REPORT=$ROOT/bench/results/callgrind-$STAMP.md
+# thousands N: N with a comma every three digits.
+thousands() { sed -E ':a;s/^(-?[0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 {
     echo "### Instructions per request (callgrind)"
     echo
     echo "\`bench/callgrind.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates/telemetry crates/overhead bench/callgrind.sh bench/lib.sh || echo ', with uncommitted changes to telemetry, overhead or the bench scripts')):"
-    echo "GET /$ROUTE${SERVER_ARGS:+ (server: $SERVER_ARGS)} at $RATE requests/s, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo "GET /$ROUTE$([ "$ROUTE" = work ] && echo " ($WORK_ITERATIONS iterations)")${SERVER_ARGS:+ (server: $SERVER_ARGS)} at $RATE requests/s, export over OTLP \`$OTLP_PROTOCOL\`, whole server process, (Ir($N2 requests) − Ir($N1 requests)) / $((N2 - N1))."
+    echo "Binary: $BIN/overhead-server$([ "$BUILD" = 1 ] && echo ", built by this run (cargo build --release --locked -p overhead -p faultline)" || echo " as found (--no-build)")."
     echo "Machine: $(machine_line).$(extra_env_note)"
     echo
     echo "| mode | Ir, $N1 requests | Ir, $N2 requests | per request |"
     echo "|---|---|---|---|"
-    echo "| bare | ${IR[bare-$N1]} | ${IR[bare-$N2]} | $BARE |"
-    echo "| instrumented | ${IR[instrumented-$N1]} | ${IR[instrumented-$N2]} | $INSTR |"
+    echo "| bare | $(thousands "${IR[bare-$N1]}") | $(thousands "${IR[bare-$N2]}") | $(thousands "$BARE") |"
+    echo "| instrumented | $(thousands "${IR[instrumented-$N1]}") | $(thousands "${IR[instrumented-$N2]}") | $(thousands "$INSTR") |"
     echo
-    echo "Instrumented ÷ bare: $(awk -v a="$INSTR" -v b="$BARE" 'BEGIN {printf "%.2f", a / b}'); telemetry adds $((INSTR - BARE)) instructions per request:"
-    echo "$((INSTR - INSTR_EXPORT - BARE)) on the service's own threads (the request path: $((INSTR - INSTR_EXPORT)) against bare's $BARE)"
-    echo "and $INSTR_EXPORT on telemetry's background threads (\`otel-export\`, the SDK's batch processors, \`log-flush\` and the Prometheus recorder's upkeep, off the service's runtime)."
+    echo "Instrumented ÷ bare: $(ratio "$INSTR" "$BARE"); telemetry adds $(thousands $((INSTR - BARE))) instructions per request:"
+    echo "$(thousands $((INSTR - INSTR_EXPORT - BARE))) on the service's own threads (the request path: $(thousands $((INSTR - INSTR_EXPORT))) against bare's $(thousands "$BARE"))"
+    echo "and $(thousands "$INSTR_EXPORT") on telemetry's background threads (\`otel-export\`, the SDK's batch processors, \`log-flush\` and the Prometheus recorder's upkeep, off the service's runtime)."
     echo
     echo "Spans the OTLP receiver got from the two instrumented runs: $SPANS for $((N1 + N2)) requests$(awk -v s="$SPANS" -v n=$((N1 + N2)) 'BEGIN {if (s < 0.99 * n) print " — **fewer than one per request: export did not keep up or failed, so the instrumented count is too low**"; else print " (one per request)"}')."
     echo
-    echo "Threads of the instrumented runs (callgrind numbers them in the order they started):"
+    echo "Threads of the instrumented runs (callgrind numbers them in the order they started; a thread of one run only, such as a processor's shut-down thread, is counted from 0 in the other):"
     echo
     echo "| thread | kind | Ir, $N1 requests | Ir, $N2 requests | per request |"
     echo "|---|---|---|---|---|"
-    for key in $(printf '%s\n' "${!THREADS[@]}" | grep "^instrumented-$N2-" | sort); do
-        nn=${key##*-}
-        IFS='|' read -r ir2 kind <<<"${THREADS[$key]}"
-        IFS='|' read -r ir1 _ <<<"${THREADS[instrumented-$N1-$nn]:-0|}"
-        echo "| $nn | $kind | $ir1 | $ir2 | $(awk -v a="$ir1" -v b="$ir2" -v n=$((N2 - N1)) 'BEGIN {printf "%.0f", (b - a) / n}') |"
+    for nn in $(printf '%s\n' "${!THREADS[@]}" | sed -n "s/^instrumented-\($N1\|$N2\)-//p" | sort -u); do
+        IFS='|' read -r ir1 kind1 <<<"${THREADS[instrumented-$N1-$nn]:-0|}"
+        IFS='|' read -r ir2 kind2 <<<"${THREADS[instrumented-$N2-$nn]:-0|}"
+        echo "| $nn | ${kind2:-$kind1} | $(thousands "$ir1") | $(thousands "$ir2") | $(thousands "$(awk -v a="$ir1" -v b="$ir2" -v n=$((N2 - N1)) 'BEGIN {v = (b - a) / n; printf "%.0f", (v > -0.5 && v < 0.5) ? 0 : v}')") |"
     done
     echo
-    echo "The libraries' own share of it, at least: **$INSTR_LIB** per request. $INSTR_LIB_BG on the SDK's batch processors and the export runtime (turning spans and log records into OTLP protobuf, encoding and sending them; library code but for two thin exporter wrappers of ours, whose bookkeeping is per batch) and $INSTR_LIB_REQ on the request path, in the calls that tracing-opentelemetry and the OTLP log bridge receive (creating, entering, leaving and closing the span, starting the SDK span, the log event; less our span and log processor wrappers and sampler inside them; \`tracing\`'s own dispatch and registry not counted)."
-    if [ -n "$TARGET" ]; then
+    echo "The libraries' own share of it, at least: **$(thousands "$INSTR_LIB")** per request."
+    echo "$(thousands "$INSTR_LIB_BG") of it on the SDK's batch processors and \`otel-export\`, which turn spans and log records into OTLP protobuf, encode and send them (library code but for two thin exporter wrappers of ours, whose bookkeeping is per batch)."
+    echo "$(thousands "$INSTR_LIB_REQ") on the request path, in the calls that tracing-opentelemetry and the OTLP log bridge receive: the span created, entered, left and closed, the SDK span started, the log event; less our span and log processor wrappers and sampler inside them. \`tracing\`'s own dispatch and registry are not counted."
+    if [ -n "$TARGET" ] && { [ "$ROUTE" = trivial ] || [ "$WORK_ITERATIONS" -ge 10000 ]; }; then
         BUDGET=$(awk -v b="$BARE" -v t="$TARGET" 'BEGIN {printf "%.0f", b * (1 / t - 1)}')
         echo
-        echo -n "Saturated throughput ≥ $TARGET × bare's on GET /$ROUTE (the performance issue's target) allows telemetry at most **$BUDGET** instructions per request (bare's $BARE × (1/$TARGET − 1), if throughput went as user-space instructions per request; the kernel's work and the instructions' different speeds are not in it, see bench/README.md): "
+        echo "The performance issue's target for GET /$ROUTE, saturated throughput ≥ $TARGET × bare's, leaves telemetry about **$(thousands "$BUDGET")** instructions per request: bare's $(thousands "$BARE") × (1/$TARGET − 1), if throughput went as user-space instructions per request (the kernel's work and the different speeds of instructions are not in it: bench/README.md)."
         if [ "$INSTR_LIB" -gt "$BUDGET" ]; then
-            echo "the libraries' share alone is $(awk -v l="$INSTR_LIB" -v b="$BUDGET" 'BEGIN {printf "%.1f", l / b}') times that."
+            echo "The libraries' share alone is **$(ratio "$INSTR_LIB" "$BUDGET")** times that; all of telemetry, $(ratio $((INSTR - BARE)) "$BUDGET") times."
         else
-            echo "the libraries' share leaves $((BUDGET - INSTR_LIB)) for everything else; telemetry used $((INSTR - BARE))."
+            echo "The libraries' share is $(ratio "$INSTR_LIB" "$BUDGET") of it, leaving $(thousands $((BUDGET - INSTR_LIB))) for everything else; all of telemetry is $(ratio $((INSTR - BARE)) "$BUDGET") times it."
         fi
+    elif [ "$ROUTE" = work ]; then
+        echo
+        echo "No budget: the issue's target for GET /work is for ~200 µs of work, and $WORK_ITERATIONS iterations are far fewer (set WORK_ITERATIONS from \`overhead-server calibrate --target 200us\`)."
     fi
     if command -v callgrind_annotate >/dev/null; then
         echo

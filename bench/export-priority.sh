@@ -57,8 +57,7 @@ done
 OUT=$(mktemp -d)
 for tool in wrk jq curl taskset; do command -v "$tool" >/dev/null || die "$tool is missing"; done
 if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p overhead"
-    cargo build --release --locked -p overhead >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
+    build_release "$OUT/build.log"
 fi
 WORK_ITERATIONS=${WORK_ITERATIONS:-$(taskset -c "$SERVER_CPU" "$BIN/overhead-server" calibrate --target 200us)}
 

@@ -37,8 +37,7 @@ for p in 4317 14318 8080 8081 8082 9080 9081 9082; do
 done
 mkdir -p "$OUT"
 if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p overhead -p faultline"
-    cargo build --release --locked -p overhead -p faultline >"$OUT/build.log" 2>&1 || die "build failed: $OUT/build.log"
+    build_release "$OUT/build.log"
 fi
 for b in overhead-collector overhead-hops faultline; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing: cargo build --release -p overhead -p faultline (or run without --no-build)"

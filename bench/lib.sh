@@ -81,6 +81,15 @@ otlp_endpoint() {
     esac
 }
 
+# build_release LOG: the release build every bench script measures, its output in LOG. Always
+# the same packages: built alone, `overhead` unifies its dependencies' features differently
+# (faultline turns on `tracing/log`, among others), the compiler inlines differently, and the
+# overhead-server binary is not the one the other scripts measured.
+build_release() {
+    log "cargo build --release --locked -p overhead -p faultline"
+    cargo build --release --locked -p overhead -p faultline >"$1" 2>&1 || die "release build failed; see $1"
+}
+
 # extra_env_note: a sentence for a report naming SERVER_EXTRA_ENV, or nothing when it is unset.
 extra_env_note() {
     [ -z "${SERVER_EXTRA_ENV:-}" ] || echo " Every overhead-server also ran with \`$SERVER_EXTRA_ENV\` (\`SERVER_EXTRA_ENV\`)."

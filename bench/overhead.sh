@@ -177,13 +177,7 @@ verdict() { # value op target ("n/a" under --quick: its durations measure nothin
 }
 
 # ---------------------------------------------------------------- build
-if [ "$BUILD" = 1 ]; then
-    pkgs=(-p overhead)
-    [ "$SKIP_UP" = 1 ] || pkgs+=(-p faultline)
-    log "cargo build --release ${pkgs[*]}"
-    cargo build --release --locked "${pkgs[@]}" >"$RAW/build.log" 2>&1 ||
-        die "release build failed; see $RAW/build.log"
-fi
+[ "$BUILD" = 0 ] || build_release "$RAW/build.log"
 for b in overhead-server overhead-load overhead-collector; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing (run without --no-build)"
 done
