@@ -105,15 +105,17 @@ run() {
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
         top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,16p || true)
-        # The export runtime: a current-thread tokio runtime busy with the OTLP client (tonic's
-        # HTTP/2 connection task; for OTLP/HTTP, reqwest's blocking client thread).
+        # The export runtime: otel-export, a current-thread tokio runtime busy with tonic's
+        # HTTP/2 connection task; for OTLP/HTTP, the threads of reqwest's blocking client.
         if grep -qE "BatchSpanProcessor" <<<"$top"; then
             export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="SDK batch span processor"
         elif grep -qE "batch_log_processor" <<<"$top"; then
             export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="SDK batch log processor"
-        elif grep -q "current_thread::CoreGuard::block_on" <<<"$top" &&
-            grep -qE "h2::client::ClientTask|tonic::|reqwest::" <<<"$top"; then
-            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="otel-export (OTLP client)"
+        elif { grep -q "current_thread::CoreGuard::block_on" <<<"$top" &&
+            grep -qE "h2::client::ClientTask|tonic::" <<<"$top"; }; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="otel-export (OTLP/gRPC client)"
+        elif grep -q "reqwest::blocking::client" <<<"$top"; then
+            export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="reqwest (OTLP/HTTP client)"
         elif grep -qE "log_writer::" <<<"$top"; then
             export=$((export + ir)) kind="log flush"
         elif grep -qE "metrics_exporter_prometheus|run_upkeep" <<<"$top"; then
