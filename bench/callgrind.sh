@@ -71,8 +71,9 @@ trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
 start_collector "$OUT/collector.out"
 
 # run MODE N: sets RUN_IR and RUN_BACKGROUND, the instructions (Ir) of the whole server process
-# and of telemetry's background threads. Runs in the main shell (not in `$(…)`), so that `die`
-# stops the script and the server is always in PIDS.
+# and of telemetry's background threads, RUN_LIB_BG and RUN_LIB_REQ, the libraries' share on the
+# background threads and on the others, and a THREADS entry (Ir and kind) per thread. Runs in
+# the main shell (not in `$(…)`), so that `die` stops the script and the server is always in PIDS.
 run() {
     local mode=$1 n=$2 file=$OUT/callgrind.out.$1-$2
     server_env
@@ -94,19 +95,18 @@ run() {
     [ "$(jq -r .ok "$OUT/$mode-$n.load.json")" = "$n" ] || die "not all $n requests succeeded: $(cat "$OUT/$mode-$n.load.json")"
     kill -TERM "$pid"
     wait "$pid" || true
-    # "<all threads> <background threads>": a thread is telemetry's background thread when its
-    # busiest functions are the export runtime's, an SDK batch processor's, the log flush's or
-    # the Prometheus recorder's upkeep.
-    # Of those, the export runtime and the batch processors run library code only (the SDK's
-    # conversion to OTLP, prost, tonic); the log flush is ours. On the other threads, the
-    # libraries' own share is what their entry points cost (library_calls).
+    # A thread is telemetry's background thread when its busiest functions are an SDK batch
+    # processor's, the export runtime's (otel-export, a current-thread tokio runtime busy with
+    # tonic's HTTP/2 connection task; for OTLP/HTTP, reqwest's blocking-client threads), the log
+    # flush's or the Prometheus recorder's upkeep. The first two run library code (the SDK's
+    # conversion to OTLP, prost, tonic) but for two thin exporter wrappers of ours; the last two
+    # are ours. On the other threads, the libraries' share is what their entry points cost
+    # (library_calls).
     local all=0 export=0 lib_bg=0 lib_req=0 part ir top calls kind
     for part in "$file"-*; do
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
         all=$((all + ir))
         top=$(callgrind_annotate --inclusive=yes "$part" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | sed -n 2,16p || true)
-        # The export runtime: otel-export, a current-thread tokio runtime busy with tonic's
-        # HTTP/2 connection task; for OTLP/HTTP, the threads of reqwest's blocking client.
         if grep -qE "BatchSpanProcessor" <<<"$top"; then
             export=$((export + ir)) lib_bg=$((lib_bg + ir)) kind="SDK batch span processor"
         elif grep -qE "batch_log_processor" <<<"$top"; then
