@@ -33,7 +33,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -243,7 +243,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
     for nn in $(printf '%s\n' "${!THREADS[@]}" | sed -n "s/^instrumented-\($N1\|$N2\)-//p" | sort -u); do
         IFS='|' read -r ir1 kind1 <<<"${THREADS[instrumented-$N1-$nn]:-0|}"
         IFS='|' read -r ir2 kind2 <<<"${THREADS[instrumented-$N2-$nn]:-0|}"
-        echo "| $nn | ${kind2:-$kind1} | $(thousands "$ir1") | $(thousands "$ir2") | $(thousands "$(awk -v a="$ir1" -v b="$ir2" -v n=$((N2 - N1)) 'BEGIN {v = (b - a) / n; printf "%.0f", (v > -0.5 && v < 0.5) ? 0 : v}')") |"
+        per=$(awk -v a="$ir1" -v b="$ir2" -v n=$((N2 - N1)) 'BEGIN {v = (b - a) / n; printf "%.0f", (v > -0.5 && v < 0.5) ? 0 : v}')
+        # A thread whose count does not grow with the requests (start-up, a processor's
+        # shut-down thread) is not another worker of its kind.
+        idle=$(awk -v a="$ir1" -v b="$ir2" 'BEGIN {if (b < 1.5 * a) print ", idle: start-up or shut-down"}')
+        echo "| $nn | ${kind2:-$kind1}$idle | $(thousands "$ir1") | $(thousands "$ir2") | $(thousands "$per") |"
     done
     echo
     echo "The libraries' own share of it, at least: **$(thousands "$INSTR_LIB")** per request."
